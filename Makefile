@@ -1,0 +1,30 @@
+# make lab | make test | make slides | make bench   (each installs into .venv what it needs)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PORT   ?= 8888
+ROOT   := $(if $(filter 0,$(shell id -u)),--allow-root,)
+unexport MPLBACKEND
+
+.PHONY: install lab test bench slides lint clean
+
+install: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.txt -e .
+	@touch $(STAMP)
+
+lab: install
+	$(VENV)/bin/jupyter lab $(ROOT) --ServerApp.port=$(PORT) notebooks/00_start_here.ipynb
+
+test: install
+	$(PY) -m pytest -n 2 --dist loadscope
+
+lint: install
+	$(VENV)/bin/ruff check normkit tests benchmarks
+
+bench: install
+	$(PY) benchmarks/bench_normkit.py
+
+clean:
+	rm -rf $(VENV) artifacts slides .pytest_cache .hypothesis

@@ -1,0 +1,27 @@
+"""normkit: every regularization and normalization technique of the course, from tensor primitives.
+
+    import normkit as nk
+    nk.BatchNorm2d(16)            # modules with torch.nn's constructors and state_dict keys
+    nk.functional.layer_norm(...) # torch.nn.functional's signatures
+    nk.manual.batch_norm_backward # the hand-derived backward, no autograd
+"""
+import torch
+
+# Tiny CPU trainings hit denormal floats and run 50–200× slower without this.
+torch.set_flush_denormal(True)
+
+from . import check, data, functional, manual, models, regularize, train  # noqa: E402
+from .layers import (BatchNorm1d, BatchNorm2d, Dropout, GaussianNoise, GroupNorm,  # noqa: E402
+                     InstanceNorm2d, LayerNorm, RMSNorm, remove_weight_norm, weight_norm)
+
+
+def show(obj):
+    """Display the source of a normkit function or class (in a notebook)."""
+    from .explore import show as _show
+    return _show(obj)
+
+
+__all__ = ["BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm",
+           "Dropout", "GaussianNoise", "weight_norm", "remove_weight_norm", "functional", "manual",
+           "regularize", "check", "data", "train", "models", "show"]
+__version__ = "0.1.0"
