@@ -57,11 +57,17 @@ class _Normalize(torch.autograd.Function):
             var = (x * x).mean(dims, keepdim=True)
         rstd = (var + eps).rsqrt()
         xhat = xhat.mul_(rstd) if centered else x * rstd      # in place on our own temporary
-        y = xhat * weight if weight is not None else xhat.clone()
-        if bias is not None:
-            y.add_(bias)
+        if weight is not None and bias is not None and weight.shape[-1] == x.shape[-1] > 1:
+            y = torch.addcmul(bias, xhat, weight)   # γ along the innermost dim (layer norm): one pass
+        else:                                       # per-channel γ: addcmul measured slower than this
+            y = xhat * weight if weight is not None else xhat.clone()
+            if bias is not None:
+                y.add_(bias)
         param = weight if weight is not None else bias
         ctx.param_dims = [] if param is None else [d for d in range(x.dim()) if param.shape[d] == 1]
+        # γ (or β alone) constant inside every statistics group? Decided on the parameter present:
+        # a β without γ can vary inside a group too (layer norm with bias only).
+        ctx.param_const = param is None or all(param.shape[d] == 1 for d in dims)
         ctx.dims, ctx.centered = dims, centered
         ctx.save_for_backward(xhat, rstd, weight)
         mean = torch.zeros_like(var) if mean is None else mean
@@ -77,7 +83,7 @@ class _Normalize(torch.autograd.Function):
         xhat, rstd, weight = ctx.saved_tensors
         dims, param_dims = ctx.dims, ctx.param_dims
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        if weight is None or all(weight.shape[d] == 1 for d in dims):
+        if ctx.param_const:
             # γ is constant inside every group (batch, instance norm): factor it out of g, and
             # the two group sums double as the parameter gradients (fewer full-size passes).
             n = xhat.numel() // rstd.numel()
@@ -99,11 +105,10 @@ class _Normalize(torch.autograd.Function):
         dbias = dy.sum(param_dims, keepdim=True) if need_b else None
         dx = None
         if need_x:
-            g = dy * weight
-            dx = xhat * (g * xhat).mean(dims, keepdim=True)
+            g = dy * rstd if weight is None else (dy * weight).mul_(rstd)   # rstd: constant per group
             if ctx.centered:
-                dx.add_(g.mean(dims, keepdim=True))
-            dx = g.sub_(dx).mul_(rstd)
+                g.sub_(g.mean(dims, keepdim=True))  # mean(g·x̂) is unchanged: Σ x̂ = 0 per group
+            dx = g.sub_(xhat * (g * xhat).mean(dims, keepdim=True))
         return dx, dweight, dbias, None, None, None
 
 

@@ -7,7 +7,7 @@ saved from torch.nn.BatchNorm2d loads into normkit.BatchNorm2d and back.
 import torch
 from torch import nn
 
-from . import functional as F
+from . import functional
 from .functional import _check_groups, _check_range
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm",
@@ -82,7 +82,7 @@ class _BatchNorm(_NormBase):
         # Batch statistics in training, and also in eval when no running statistics are kept.
         use_batch = self.training or self.running_mean is None
         track = not self.training or self.track_running_stats
-        return F.batch_norm(input, self.running_mean if track else None,
+        return functional.batch_norm(input, self.running_mean if track else None,
                             self.running_var if track else None, self.weight, self.bias,
                             use_batch, momentum, self.eps)
 
@@ -107,9 +107,11 @@ class InstanceNorm2d(_NormBase):
 
     def forward(self, input):
         self._check_input(input)
-        momentum = self._momentum()
+        # As torch.nn.InstanceNorm2d: num_batches_tracked is never counted, momentum=None means 0
+        # (the running statistics stay put) rather than a cumulative average.
+        momentum = (self.momentum or 0.0) if self.training else 0.0
         use_input_stats = self.training or not self.track_running_stats
-        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+        return functional.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                                use_input_stats, momentum, self.eps)
 
 
@@ -127,7 +129,7 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape, **kw)) if elementwise_affine and bias else None
 
     def forward(self, input):
-        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        return functional.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -146,7 +148,7 @@ class RMSNorm(nn.Module):
                        if elementwise_affine else None)
 
     def forward(self, input):
-        return F.rms_norm(input, self.normalized_shape, self.weight, self.eps)
+        return functional.rms_norm(input, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -168,7 +170,7 @@ class GroupNorm(nn.Module):
         if isinstance(input, torch.Tensor) and input.dim() >= 2 and input.shape[1] != self.num_channels:
             raise ValueError(f"input: expected {self.num_channels} channels (num_channels) in dim 1, "
                              f"got shape {tuple(input.shape)}")
-        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+        return functional.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
@@ -183,7 +185,7 @@ class Dropout(nn.Module):
         self.p, self.inplace = p, inplace
 
     def forward(self, input):
-        out = F.dropout(input, self.p, self.training)
+        out = functional.dropout(input, self.p, self.training)
         return input.copy_(out) if self.inplace and out is not input else out
 
     def extra_repr(self):
@@ -199,7 +201,7 @@ class GaussianNoise(nn.Module):
         self.sigma = sigma
 
     def forward(self, input):
-        return F.gaussian_noise(input, self.sigma, self.training)
+        return functional.gaussian_noise(input, self.sigma, self.training)
 
     def extra_repr(self):
         return f"sigma={self.sigma}"
@@ -226,6 +228,8 @@ def weight_norm(module, name="weight", dim=0):
         raise ValueError(f"name={name!r}: expected the name of a parameter of {type(module).__name__}")
     if dim is not None and not -weight.dim() <= dim < weight.dim():
         raise ValueError(f"dim={dim!r}: expected None or a dim of the {weight.dim()}-D {name}")
+    if dim == -1:       # torch's convention: dim=-1 (like None) is the norm over the whole tensor
+        dim = None
     del module._parameters[name]
     module.register_parameter(name + "_g", nn.Parameter(_norm_except(weight.detach(), dim).clone()))
     module.register_parameter(name + "_v", nn.Parameter(weight.detach().clone()))
@@ -243,7 +247,8 @@ def remove_weight_norm(module):
     """Fold g · v/‖v‖ back into a plain parameter and remove the hook."""
     name, dim, hook = module._weight_norm_hook
     hook.remove()
-    weight = getattr(module, name).detach()
+    v, g = getattr(module, name + "_v"), getattr(module, name + "_g")
+    weight = (v * (g / _norm_except(v, dim))).detach()   # fresh: g, v may have changed since forward
     delattr(module, name)
     del module._parameters[name + "_g"], module._parameters[name + "_v"]
     module.register_parameter(name, nn.Parameter(weight))

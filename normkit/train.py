@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 from torch.nn.functional import cross_entropy
 
 from .functional import _check_range
