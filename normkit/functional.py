@@ -154,15 +154,17 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+    if input.numel() == 0:
+        raise ValueError(f"input: expected a non-empty batch, got shape {tuple(input.shape)}")
+    per_channel = input.numel() // c
+    if training and per_channel < 2:
+        raise ValueError(f"input: expected more than 1 value per channel when training, got shape "
+                         f"{tuple(input.shape)} ({per_channel} value per channel; batch norm needs a batch)")
     x3 = input.reshape(n, c, -1)
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("running_mean/running_var: expected tensors when training=False, got None")
         return _affine_with(x3, running_mean, running_var, weight, bias, eps).view_as(input)
-    per_channel = n * x3.shape[2]
-    if per_channel < 2:
-        raise ValueError(f"input: expected more than 1 value per channel when training, got shape "
-                         f"{tuple(input.shape)} ({per_channel} value per channel; batch norm needs a batch)")
     y, mean, var = _normalize(x3, _view(weight, 1, c, 1), _view(bias, 1, c, 1), (0, 2), eps)
     if running_mean is not None:
         _update_running(running_mean, mean.view(c), momentum)

@@ -42,12 +42,13 @@ def decay_groups(model, weight_decay):
     is treated as such (normkit's own norm layers hold 1-D γ, β too).
     """
     _check_range("weight_decay", weight_decay)
-    decay, no_decay = [], []
+    decay, no_decay, seen = [], [], set()
     for module in model.modules():
         is_norm = isinstance(module, _NO_DECAY_TYPES) or type(module).__module__.startswith("normkit")
         for name, p in module.named_parameters(recurse=False):
-            if not p.requires_grad:
+            if not p.requires_grad or id(p) in seen:     # shared (tied) parameters: once only
                 continue
+            seen.add(id(p))
             (no_decay if is_norm or name.endswith("bias") or p.dim() <= 1 else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
