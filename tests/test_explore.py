@@ -1,0 +1,192 @@
+"""normkit.explore without a browser: what the cell outputs, what a slider change does.
+
+The browser side (the figure really changes on screen in JupyterLab) is tests/browser/.
+"""
+import base64
+import io
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from PIL import Image
+
+from normkit import explore
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture
+def shown(monkeypatch):
+    calls = []
+    monkeypatch.setattr(explore, "display", lambda obj, **kw: calls.append((obj, kw)))
+    return calls
+
+
+def _panel(**slider):
+    fig, ax = plt.subplots(figsize=(4, 2), layout="constrained")
+    w = np.linspace(-2, 2, 50)
+    line, = ax.plot(w, w**2)
+    ax.set(title="a parabola", xlabel="w", ylabel="loss", ylim=(0, 20))
+
+    def update(lam):
+        line.set_ydata(w**2 + lam * w)
+
+    return explore.interact(fig, update, lam=widgets.FloatSlider(**(slider or dict(value=1, min=0, max=2, step=0.5))))
+
+
+def _pixels(png):
+    return np.asarray(Image.open(io.BytesIO(png)))
+
+
+def test_one_output_with_the_live_widget_and_a_static_png(shown):
+    panel = _panel()
+    (bundle, kw), = shown
+    assert bundle[WIDGET_VIEW]["model_id"] == panel.box.model_id
+    assert base64.b64decode(bundle["image/png"]) == panel.image.value   # the same picture
+    assert bundle["text/plain"].startswith("<Figure size")                # stable for nbval
+    assert kw["metadata"]["image/png"]["alt"] == "Figure: a parabola"
+    assert panel in explore.PANELS
+
+
+def test_the_static_png_is_what_savefig_draws(shown):
+    panel = _panel()
+    buf = io.BytesIO()
+    panel.fig.savefig(buf, format="png", dpi=panel.fig.dpi)
+    assert np.array_equal(_pixels(panel.image.value), _pixels(buf.getvalue()))
+
+
+def test_a_slider_change_redraws_and_coming_back_is_pixel_exact(shown):
+    panel = _panel()
+    first = _pixels(panel.image.value)
+    slider = panel.controls["lam"]
+    slider.value = 2
+    assert not np.array_equal(_pixels(panel.image.value), first)
+    slider.value = 1
+    assert np.array_equal(_pixels(panel.image.value), first)
+    assert len(panel.timings_ms) == len(panel.cpu_ms) == 2
+
+
+def test_an_error_in_update_is_shown_under_the_figure_and_cleared(shown):
+    panel = _panel()
+    good = panel.image.value
+    update = panel.update
+    panel.update = lambda lam: 1 / 0
+    panel.controls["lam"].value = 2
+    assert isinstance(panel.error, ZeroDivisionError) and panel.image.value == good
+    assert "ZeroDivisionError" in panel.errors.outputs[0]["text"]
+    panel.update = update
+    panel.controls["lam"].value = 1.5
+    assert panel.error is None and panel.errors.outputs == ()
+
+
+def test_sweep_times_every_value_and_restores_the_default(shown):
+    panel = _panel(value=0.5, min=0, max=2, step=0.25)
+    before = panel.image.value
+    times = panel.sweep()
+    assert len(times["lam"]) == len(panel.sweep_cpu_ms["lam"]) == 9     # 0, 0.25, ..., 2
+    assert panel.controls["lam"].value == 0.5
+    assert np.array_equal(_pixels(panel.image.value), _pixels(before))
+
+
+def test_bad_controls_are_refused(shown):
+    fig = plt.figure()
+    with pytest.raises(ValueError, match="lam: expected an ipywidgets control"):
+        explore.interact(fig, lambda lam: None, lam=0.5)
+    with pytest.raises(ValueError, match="at least one control"):
+        explore.interact(fig, lambda: None)
+
+
+def _full_render(fig):
+    """What a plain draw of the figure's current state gives (no blitting)."""
+    animated = [c for ax in fig.axes for c in ax.get_children() if c.get_animated()]
+    for c in animated:
+        c.set_animated(False)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba()).copy()
+    for c in animated:
+        c.set_animated(True)
+    return pixels
+
+
+def _two_panel_figure():
+    """Lines, a legend whose text changes, stairs, bars, a text, limits that move on one panel."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(6, 2.5), layout="constrained")
+    x = np.linspace(0, 3, 60)
+    line, = a.plot(x, np.sin(x), label="sin")
+    a.plot(x, np.cos(x), label="cos")
+    a.axhline(0, color="k", lw=0.5)
+    leg = a.legend(loc="upper right")
+    note = a.text(0.1, -0.8, "")
+    a.set(title="fixed limits", ylim=(-1.2, 1.2), xlabel="x", ylabel="y")
+    bars = b.bar(range(4), [1, 2, 3, 4], alpha=0.6)
+    stairs = b.stairs([1, 1, 1], [0, 1, 2, 3], lw=2)
+    b.set(title="limits follow the data", xlabel="k")
+
+    def update(k):
+        line.set_ydata(np.sin(x + k))
+        leg.get_texts()[0].set_text(f"sin(x + {k:.1f})")
+        note.set_text(f"k = {k:.1f}")
+        for bar, h in zip(bars, [1 + k, 2, 3 - k, 4]):
+            bar.set_height(h)
+        stairs.set_data([1 + k, 2, 1])
+        b.set_ylim(0, 4 + 2 * k)                 # a limits change: must fall back to a full draw
+
+    return fig, update
+
+
+def test_blitted_frames_equal_a_full_redraw(shown):
+    fig, update = _two_panel_figure()
+    panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1, step=0.25))
+    for k in (0.25, 0.5, 1.0, 0.0, 0.75):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+
+
+def test_blitting_skips_the_axes_and_reuses_the_background(shown):
+    panel = _panel()
+    redrawer = panel._redrawer
+    panel.controls["lam"].value = 2                # first change: full draw, then animated
+    background = redrawer.background
+    panel.controls["lam"].value = 0.5
+    assert redrawer.background is background       # blitted over the same background
+    line = panel.fig.axes[0].lines[0]
+    assert line.get_animated() and not panel.fig.axes[0].xaxis.get_animated()
+
+
+def test_new_and_removed_artists_are_drawn_correctly(shown):
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    ax.plot(x, x, zorder=3)
+    ax.set(ylim=(0, 2))
+    band = [ax.fill_between(x, 0, 0.5, alpha=0.3)]
+
+    def update(h):                                  # a band re-created under the line each time
+        band.pop().remove()
+        band.append(ax.fill_between(x, 0, h, alpha=0.3, zorder=1))
+
+    panel = explore.interact(fig, update, h=widgets.FloatSlider(value=0.5, min=0.5, max=1.5, step=0.5))
+    for h in (1.0, 1.5, 0.5):
+        panel.controls["h"].value = h
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"h={h}"
+
+
+def test_a_rebuilt_legend_is_blitted_too(shown):
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    line, = ax.plot(x, x, label="k = 0")
+    ax.set(ylim=(0, 3))
+    ax.legend(loc="upper left")
+
+    def update(k):
+        line.set_ydata(x + k)
+        line.set_label(f"k = {k}")
+        ax.legend(loc="upper left")                 # a new Legend artist every time
+
+    panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    panel.controls["k"].value = 0.5
+    background = panel._redrawer.background
+    for k in (1.0, 1.5, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert panel._redrawer.background is background
