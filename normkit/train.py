@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn.functional import cross_entropy
 
+from . import optim
 from .functional import _check_range
 from .regularize import decay_groups
 
@@ -49,12 +50,13 @@ def accuracy(model, x, y):
 
 
 def _optimizer(model, name, lr, momentum, weight_decay):
+    # normkit.optim: torch.optim's updates without its first-step import of torch._dynamo (~1 s)
     if name == "sgd":
-        return torch.optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum)
+        return optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum)
     if name == "adam":      # L2 folded into the gradient (coupled), as torch.optim.Adam does
-        return torch.optim.Adam(decay_groups(model, weight_decay), lr=lr)
+        return optim.Adam(decay_groups(model, weight_decay), lr=lr)
     if name == "adamw":     # decoupled weight decay (Loshchilov & Hutter 2019)
-        return torch.optim.AdamW(decay_groups(model, weight_decay), lr=lr)
+        return optim.AdamW(decay_groups(model, weight_decay), lr=lr)
     raise ValueError(f"optimizer={name!r}: expected 'sgd', 'adam' or 'adamw'")
 
 

@@ -1,0 +1,491 @@
+"""Batch norm across processes: `SyncBatchNorm` on torch.distributed (gloo, CPU), and the tools to try it.
+
+Under data parallelism each replica (a process, usually one per device) runs the same model on its
+own slice of the global mini-batch, and plain batch norm takes its statistics from that slice only.
+`SyncBatchNorm` computes them over the whole global batch instead (notebook 10):
+
+    forward   one all-reduce of [Σx, Σx², n] per layer (2C + 1 numbers)   → global mean and variance
+    backward  one all-reduce of [Σdy, Σdy·x̂] per layer (2C numbers)       → the input gradient
+
+Everything else is the single-process batch norm of normkit: the closed-form backward of
+`functional._Normalize` (restated in `_SyncNormalize` with its two sums all-reduced), the same
+running averages (`_update_running`), and the module machinery of `layers._BatchNorm`: parameters,
+buffers, momentum=None, input checks and the eval path (running statistics, no communication).
+`torch.nn.SyncBatchNorm` runs only on GPUs; this one runs wherever torch.distributed does, e.g.
+with the gloo backend on a laptop CPU.
+
+Tools: `launch(fn, world_size, ...)` starts a gloo process group on localhost in fresh processes
+(the worker functions live here so that spawn finds them from a notebook), `PerReplicaBatchNorm`
+simulates in one process what plain BN computes under data parallelism, and `train_data_parallel`
+runs the notebook's experiment.
+"""
+import datetime
+import io
+import queue as _queue
+import socket
+import time
+import traceback
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from .functional import _check_ndim, _check_numel, _check_range, _prod, _update_running, _view, batch_norm
+from .layers import BatchNorm1d, BatchNorm2d, _BatchNorm
+
+__all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "replica_stats",
+           "PerReplicaBatchNorm", "launch", "free_port", "run_each", "replica_step", "time_step",
+           "train_data_parallel", "data_parallel_diagram"]
+
+
+# ----------------------------------------------------------------------------- the statistics
+def replica_stats(x3):
+    """This replica's [Σx per channel, Σx² per channel, count] as one float64 vector of 2C + 1.
+
+    x3 has shape (n, C, L). Float32 sums of squares lose everything to cancellation when
+    var = Σx²/n − mean² is small against mean² (activations with mean 1000 and std 1: the two
+    terms agree in all 7 digits float32 keeps). So the sums are formed *stably*: the replica's
+    own mean and centred sum of squares M2 = Σ(x − mean_r)² in the input dtype (two passes over
+    its slice, as single-process BN does), then Σx = n·mean_r and Σx² = M2 + n·mean_r² in float64.
+    Combining those in float64 cancels only the spread *between* replica means, with 16 digits.
+    An empty slice sends count NaN: NaN + anything is NaN, so after the all-reduce every replica
+    knows that some replica had no data and can raise the same error (nobody waits forever).
+    Returns (stats, mean_r, x3 − mean_r); the last two are reused by the forward pass.
+    """
+    n, c = x3.shape[0] * x3.shape[2], x3.shape[1]
+    if n == 0:
+        stats = torch.zeros(2 * c + 1, dtype=torch.float64, device=x3.device)
+        stats[-1] = float("nan")
+        return stats, None, None
+    mean_r = x3.mean((0, 2), keepdim=True)
+    xc = x3 - mean_r
+    m2 = (xc * xc).sum((0, 2)).double()
+    sum_x = mean_r.view(c).double() * n
+    count = torch.tensor([float(n)], dtype=torch.float64, device=x3.device)
+    return torch.cat([sum_x, m2 + sum_x * mean_r.view(c).double(), count]), mean_r, xc
+
+
+def _global_stats(stats, c, shape, group):
+    """(mean, biased var, count) in float64 from the all-reduced [Σx, Σx², n]; raises on bad counts."""
+    count = stats[2 * c].item()
+    if not count >= 2:                  # NaN (an empty replica) fails this comparison too
+        here = f"rank {dist.get_rank(group)} of {dist.get_world_size(group)} has input shape {shape}"
+        if count != count:
+            raise ValueError(f"input: at least one replica got an empty batch ({here}); every "
+                             f"replica needs at least one sample per step (drop_last=True, equal "
+                             f"shards), so all replicas raise this error together")
+        raise ValueError(f"input: expected more than 1 value per channel over all replicas when "
+                         f"training, got {count:.0f} ({here})")
+    mean = stats[:c] / count
+    var = (stats[c:2 * c] / count - mean * mean).clamp_min_(0.0)
+    return mean, var, count
+
+
+class _SyncNormalize(torch.autograd.Function):
+    """Batch norm over (n_r, C, L) slices on all replicas: y = x̂·γ + β with global statistics.
+
+    The closed form of `functional._Normalize` for batch norm, with its two per-channel sums
+    taken over all replicas. Returns (y, mean, unbiased var) — the last two for the running averages.
+    """
+
+    @staticmethod
+    def forward(ctx, x3, weight, bias, eps, group, shape):
+        c = x3.shape[1]
+        stats, mean_r, xc = replica_stats(x3)
+        dist.all_reduce(stats, group=group)                  # the one collective of the forward
+        mean, var, count = _global_stats(stats, c, shape, group)
+        rstd = (var + eps).rsqrt().to(x3.dtype).view(1, c, 1)
+        mean = mean.to(x3.dtype)
+        xhat = xc.add_(mean_r - mean.view(1, c, 1)).mul_(rstd)   # x − global mean, reusing x − mean_r
+        y = xhat * weight if weight is not None else xhat.clone()
+        if bias is not None:
+            y.add_(bias)
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.count, ctx.group = count, group
+        unbiased = (var * (count / (count - 1))).to(x3.dtype)
+        ctx.mark_non_differentiable(mean, unbiased)
+        return y, mean, unbiased
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, _dmean, _dvar):
+        # dx = (dy − Σdy/M − x̂·Σ(dy·x̂)/M)·γ/std, the sums over the M values of all replicas.
+        xhat, rstd, weight = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        c = xhat.shape[1]
+        sum_dy = dy.sum((0, 2))
+        sum_dy_xhat = (dy * xhat).sum((0, 2))
+        # γ and β get this replica's share only: DDP all-reduces parameter gradients itself.
+        dweight = sum_dy_xhat.view(1, c, 1).clone() if need_w else None
+        dbias = sum_dy.view(1, c, 1).clone() if need_b else None
+        dx = None
+        if need_x:
+            sums = torch.cat([sum_dy, sum_dy_xhat])
+            dist.all_reduce(sums, group=ctx.group)           # the one collective of the backward
+            sums /= ctx.count
+            dx = xhat * sums[c:].view(1, c, 1)
+            dx.add_(sums[:c].view(1, c, 1))
+            dx = dy - dx
+            dx.mul_(rstd if weight is None else rstd * weight)
+        return dx, dweight, dbias, None, None, None
+
+
+def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, momentum=0.1, eps=1e-5,
+                    process_group=None):
+    """Training-mode batch norm with statistics over every replica of `process_group`.
+
+    Same arguments as `functional.batch_norm` (training=True) plus the process group (None: the
+    default group). Every replica must call it at the same point with the same C; batch sizes may
+    differ. Running buffers, if given, get the global mean and the global unbiased variance.
+    """
+    _check_ndim(input, 2, "(N, C) or (N, C, *)")
+    _check_range("eps", eps)
+    _check_range("momentum", momentum, 0.0, 1.0)
+    n, c = input.shape[:2]
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+    x3 = input.reshape(n, c, _prod(input.shape[2:]))      # not -1: an empty slice has 0 elements
+    y, mean, var = _SyncNormalize.apply(x3, _view(weight, 1, c, 1), _view(bias, 1, c, 1), eps,
+                                        process_group, tuple(input.shape))
+    if running_mean is not None:
+        _update_running(running_mean, mean, momentum)
+    if running_var is not None:
+        _update_running(running_var, var, momentum)
+    return y.view_as(input)
+
+
+def _world_size(group):
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
+
+
+# ----------------------------------------------------------------------------- the module
+class SyncBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics span all replicas of a process group.
+
+    torch.nn.SyncBatchNorm's constructor, parameters, buffers and state_dict keys; any (N, C, *)
+    input. Falls back to plain batch norm when torch.distributed is not initialised or the group
+    has one process, and in eval mode (running statistics, no communication).
+    """
+    _ndims, _shapes = tuple(range(2, 10)), "(N, C) or (N, C, *) input"
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
+                 process_group=None, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        self.process_group = process_group
+
+    def forward(self, input):
+        if not self.training or _world_size(self.process_group) < 2:
+            return super().forward(input)
+        self._check_input(input)
+        momentum = self._momentum()
+        track = self.track_running_stats
+        return sync_batch_norm(input, self.running_mean if track else None,
+                               self.running_var if track else None, self.weight, self.bias,
+                               momentum, self.eps, self.process_group)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """See `normkit.distributed.convert_sync_batchnorm`."""
+        return convert_sync_batchnorm(module, process_group)
+
+
+def convert_sync_batchnorm(module, process_group=None):
+    """Replace every BatchNorm*d in `module` (torch.nn's or normkit's) by a normkit SyncBatchNorm.
+
+    Like torch.nn.SyncBatchNorm.convert_sync_batchnorm: the new layer takes over the old one's
+    parameter and buffer tensors themselves (an optimizer built earlier keeps working) and its
+    train/eval mode. Returns the converted module (a new object if `module` itself was a BN layer).
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    out = module
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)):
+        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                            module.track_running_stats, process_group)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        out.running_mean, out.running_var = module.running_mean, module.running_var
+        out.num_batches_tracked = module.num_batches_tracked
+        out.training = module.training
+        if hasattr(module, "qconfig"):
+            out.qconfig = module.qconfig
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, process_group))
+    return out
+
+
+# ----------------------------------------------------------------------------- simulation in one process
+class PerReplicaBatchNorm(_BatchNorm):
+    """What plain BN computes under data parallelism, simulated in one process.
+
+    In training the batch is cut into `replicas` equal slices along dim 0 and each slice is
+    normalized with its own statistics, as each replica's BN layer would. Every replica would also
+    update its own running statistics; DDP then copies rank 0's buffers to the others before each
+    forward (broadcast_buffers=True), so here slice 0 alone updates them. Eval: running statistics.
+    """
+    _ndims, _shapes = tuple(range(2, 10)), "(N, C) or (N, C, *) input"
+
+    def __init__(self, num_features, replicas, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        if not isinstance(replicas, int) or replicas < 1:
+            raise ValueError(f"replicas={replicas!r}: expected a positive int")
+        self.replicas = replicas
+
+    def forward(self, input):
+        if not self.training or self.replicas == 1:
+            return super().forward(input)
+        self._check_input(input)
+        if len(input) % self.replicas:
+            raise ValueError(f"input: expected a batch divisible by replicas={self.replicas}, "
+                             f"got shape {tuple(input.shape)}")
+        momentum = self._momentum()
+        rm, rv = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
+        outs = [batch_norm(part, rm if r == 0 else None, rv if r == 0 else None, self.weight,
+                           self.bias, True, momentum, self.eps)
+                for r, part in enumerate(input.chunk(self.replicas))]
+        return torch.cat(outs)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", replicas={self.replicas}"
+
+
+def train_data_parallel(mode, replicas, per_replica, steps=150, lr=0.1, width=64, eval_every=10, seed=0):
+    """The notebook's experiment: an MLP with BN on the 8×8 digits under simulated data parallelism.
+
+    mode 'per-replica': `replicas` replicas of `per_replica` samples, each BN with its own slice's
+    statistics (PerReplicaBatchNorm); 'sync': the same global batch with SyncBatchNorm's statistics,
+    i.e. BN over all replicas·per_replica samples (the identity that `replica_step` verifies across
+    real processes); 'single': one device with `per_replica` samples per step (small-batch BN).
+    The loss is the mean over the global batch, so gradients are averaged as DDP averages them.
+    SGD with momentum 0.9. Returns (eval steps, test accuracies in eval mode, training losses).
+    Runs on one thread: for a model this small a second thread costs more in synchronisation than
+    it saves (measured 20× slower with 2 threads on a busy 2-core machine).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train_data_parallel(mode, replicas, per_replica, steps, lr, width, eval_every, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_data_parallel(mode, replicas, per_replica, steps, lr, width, eval_every, seed):
+    from . import data, models
+    if mode not in ("per-replica", "sync", "single"):
+        raise ValueError(f"mode={mode!r}: expected 'per-replica', 'sync' or 'single'")
+    for name, v in (("replicas", replicas), ("per_replica", per_replica), ("steps", steps)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}={v!r}: expected a positive int")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    d = data.digits()
+    norm = (lambda w: PerReplicaBatchNorm(w, replicas)) if mode == "per-replica" else BatchNorm1d
+    model = models.mlp([64, width, width, 10], norm=norm)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    batch = per_replica if mode == "single" else replicas * per_replica
+    eval_steps, test_acc, losses = [], [], []
+    for step in range(steps + 1):
+        if step % eval_every == 0 or step == steps:
+            model.eval()
+            with torch.no_grad():
+                test_acc.append((model(d.x_test).argmax(1) == d.y_test).float().mean().item())
+            eval_steps.append(step)
+            model.train()
+        if step == steps:
+            break
+        idx = torch.randint(len(d.x_train), (batch,), generator=gen)
+        loss = nn.functional.cross_entropy(model(d.x_train[idx]), d.y_train[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return eval_steps, test_acc, losses
+
+
+def data_parallel_diagram(ax, replicas=3, per_replica=2):
+    """Draw data parallelism with synchronised BN on a matplotlib Axes (notebook 10's picture).
+
+    The global mini-batch is cut into one slice per replica; each replica runs its copy of the
+    model; SyncBN joins the replicas at every BN layer, DDP joins them once for the gradients.
+    """
+    r_, b = replicas, per_replica
+    ax.set(xlim=(0, r_), ylim=(0.6, 10.4))
+    ax.axis("off")
+    xs = [r + 0.5 + 0.07 * (i - (b - 1) / 2) for r in range(r_) for i in range(b)]   # grouped by replica
+    ax.scatter(xs, [9.5] * len(xs), marker="s", s=90, c=[f"C{i // b}" for i in range(r_ * b)])
+    ax.text(r_ / 2, 10.25, f"global mini-batch: {r_} replicas × {b} samples",
+            ha="center", va="center")
+    steps = [("{b} samples", 8.2), ("Linear", 6.9), ("BatchNorm", 5.6), ("ReLU → Linear", 4.3),
+             ("loss on {b} samples", 3.0)]
+    box = dict(boxstyle="round,pad=0.35", fc="white")
+    for r in range(r_):
+        cx = r + 0.5
+        ax.annotate("", (cx, 8.6), (cx, 9.2), arrowprops=dict(arrowstyle="->", color=f"C{r}"))
+        for k, (label, y) in enumerate(steps):
+            ax.text(cx, y, (f"replica {r}: " if k == 0 else "") + label.format(b=b), ha="center",
+                    va="center", bbox=dict(box, ec=f"C{r}", lw=2 if label == "BatchNorm" else 1))
+            if k:
+                ax.annotate("", (cx, y + 0.4), (cx, steps[k - 1][1] - 0.4), arrowprops=dict(arrowstyle="->"))
+        ax.annotate("", (cx, 1.75), (cx, 2.6), arrowprops=dict(arrowstyle="->"))
+    ax.plot([0.05, r_ - 0.05], [5.6, 5.6], ls="--", color="crimson", zorder=0)
+    ax.text(r_ / 2, 5.0, "SyncBN: all-reduce [Σx, Σx², n] (forward) and [Σdy, Σdy·x̂] (backward)",
+            ha="center", va="center", color="crimson", fontsize="small",
+            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
+    ax.text(r_ / 2, 1.35, "DDP: all-reduce (average) the gradients → every replica takes the same step",
+            ha="center", va="center", bbox=dict(box, ec="black", fc="0.93"))
+
+
+# ----------------------------------------------------------------------------- processes
+def free_port():
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _entry(rank, world_size, port, timeout, fn, args, results):
+    try:
+        torch.set_num_threads(1)            # the processes share the machine's cores
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=world_size, timeout=datetime.timedelta(seconds=timeout))
+        try:
+            out = fn(rank, world_size, *args)
+        finally:
+            dist.destroy_process_group()
+        buf = io.BytesIO()
+        torch.save(out, buf)
+        results.put((rank, True, buf.getvalue()))
+    except BaseException:                   # report every failure to the parent, then exit
+        results.put((rank, False, traceback.format_exc()))
+
+
+def launch(fn, world_size, *args, timeout=60.0):
+    """Run fn(rank, world_size, *args) in `world_size` fresh processes joined in a gloo group.
+
+    The group meets on 127.0.0.1 at a free port; every collective, and the whole run, gives up
+    after `timeout` seconds (TimeoutError) instead of hanging. fn must be importable (defined in a
+    module, not in a notebook: spawned processes import it by name). Returns the list of the
+    ranks' return values; a rank's exception is raised here as RuntimeError with its traceback.
+    """
+    if not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"world_size={world_size!r}: expected a positive int")
+    _check_range("timeout", timeout)
+    ctx = torch.multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    port = free_port()
+    procs = [ctx.Process(target=_entry, args=(r, world_size, port, timeout, fn, args, results), daemon=True)
+             for r in range(world_size)]
+    for p in procs:
+        p.start()
+    out, deadline = {}, time.monotonic() + timeout
+    try:
+        while len(out) < world_size:
+            try:
+                rank, ok, payload = results.get(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
+            except _queue.Empty:
+                dead = [r for r, p in enumerate(procs) if p.exitcode is not None and r not in out]
+                if dead:
+                    raise RuntimeError(f"rank {dead[0]} exited (code {procs[dead[0]].exitcode}) "
+                                       f"without a result") from None
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"launch: {world_size - len(out)} of {world_size} ranks gave "
+                                       f"no result within timeout={timeout} s") from None
+                continue
+            if not ok:
+                raise RuntimeError(f"rank {rank} of {world_size} failed:\n{payload}"
+                                   + _more_failures(results, out, rank))
+            out[rank] = torch.load(io.BytesIO(payload), weights_only=False)
+        for p in procs:
+            p.join(timeout=max(deadline - time.monotonic(), 1.0))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(1.0)
+    return [out[r] for r in range(world_size)]
+
+
+def _more_failures(results, out, first, grace=2.0):
+    """The other ranks' reports of a failed run: the first one to arrive may only be a symptom."""
+    text, deadline = "", time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            rank, ok, payload = results.get(timeout=0.2)
+        except _queue.Empty:
+            continue
+        if not ok:
+            text += f"\nrank {rank} failed too:\n{payload}"
+    return text
+
+
+# ----------------------------------------------------------------------------- worker functions
+def run_each(rank, world_size, calls):
+    """Worker: run several worker calls (fn, args) or (fn, args, kwargs) in one process group.
+
+    Starting processes costs far more than most experiments: one launch, many calls. Returns the
+    list of fn(rank, world_size, *args, **kwargs) results.
+    """
+    return [call[0](rank, world_size, *call[1], **(call[2] if len(call) > 2 else {})) for call in calls]
+
+
+def replica_step(rank, world_size, x, dy, sizes, steps=1, **bn_kwargs):
+    """Worker: SyncBatchNorm on this rank's slice of the global batch x (sizes[r] rows for rank r).
+
+    Runs `steps` training steps with the upstream gradient dy (loss = Σ y·dy) and returns this
+    rank's output and input gradient of the last step, its (local) γ/β gradients summed over the
+    steps, and the running statistics — or {'error': message} if the layer raised ValueError.
+    """
+    torch.manual_seed(0)
+    start = sum(sizes[:rank])
+    xs, dys = x[start:start + sizes[rank]], dy[start:start + sizes[rank]]
+    bn = SyncBatchNorm(x.shape[1], dtype=x.dtype, **bn_kwargs)
+    out = {}
+    try:
+        for _ in range(steps):
+            xi = xs.clone().requires_grad_(True)
+            y = bn(xi)
+            (y * dys).sum().backward()
+    except ValueError as e:
+        return {"error": str(e)}
+    out.update(y=y.detach(), dx=xi.grad)
+    if bn.affine:
+        out.update(dweight=bn.weight.grad, dbias=bn.bias.grad)
+    if bn.track_running_stats:
+        out.update(running_mean=bn.running_mean, running_var=bn.running_var,
+                   num_batches_tracked=bn.num_batches_tracked)
+    bn.eval()
+    out["y_eval"] = bn(xs).detach()
+    return out
+
+
+def time_step(rank, world_size, shape, sync=True, repeats=50, warmup=5):
+    """Worker: milliseconds per forward + backward of one BN layer on an input of `shape` per rank.
+
+    sync=True: SyncBatchNorm (two all-reduces); False: plain BatchNorm (no communication).
+    Also times a bare all-reduce of 2C + 1 float64 numbers. Returns a dict of medians in ms.
+    """
+    torch.manual_seed(rank)
+    c = shape[1]
+    layer = SyncBatchNorm(c) if sync else (BatchNorm2d if len(shape) == 4 else BatchNorm1d)(c)
+    x = torch.randn(shape, requires_grad=True)
+    dy = torch.randn(shape)
+    payload = torch.zeros(2 * c + 1, dtype=torch.float64)
+    step_ms, reduce_ms = [], []
+    for i in range(warmup + repeats):
+        dist.barrier()
+        t0 = time.perf_counter()
+        layer(x).backward(dy)
+        t1 = time.perf_counter()
+        dist.all_reduce(payload)
+        t2 = time.perf_counter()
+        if i >= warmup:
+            step_ms.append(1e3 * (t1 - t0))
+            reduce_ms.append(1e3 * (t2 - t1))
+    return {"step_ms": float(torch.tensor(step_ms).median()),
+            "allreduce_ms": float(torch.tensor(reduce_ms).median())}
+

@@ -1,0 +1,264 @@
+"""Notebook 05's experiments: which axes each normalization averages over, and what follows from it.
+
+    stat_sets("group", (N, C, L), num_groups=2)   # which elements share one mean and variance
+    GhostBatchNorm2d(16, ghost_size=2)            # batch statistics over B images of a larger batch
+    batch_size_sweep(...)                         # Wu & He 2018 in miniature: BN vs GN vs images per batch
+    NormRNN(8, 32, norm="layer")                  # a recurrent net with layer norm (Ba et al. 2016)
+    batch_dependence(model, sample, others_a, others_b)
+    photo(), restyle(img, contrast, brightness)   # an image and a change of its "style"
+    time_forward_backward(fn, x)                  # milliseconds per forward + backward
+"""
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.functional import cross_entropy
+
+from . import functional
+from . import layers, models
+from .functional import _check_groups, _check_range
+
+__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "SweepRun", "train_cnn",
+           "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
+           "time_forward_backward"]
+
+METHODS = ("batch", "layer", "instance", "group")
+
+
+# ----------------------------------------------------------------------------- the axes
+def stat_sets(method, shape, num_groups=None):
+    """For an (N, C, L) activation, the id of the statistics set each element belongs to.
+
+    Elements with the same id are standardized with one mean and one variance:
+    batch: one set per channel (over N and L); layer: one per sample (over C and L);
+    instance: one per sample and channel (over L); group: one per sample and group of C/G channels.
+    Returns an int64 tensor of `shape`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {METHODS}")
+    if len(shape) != 3 or not all(isinstance(s, int) and s >= 1 for s in shape):
+        raise ValueError(f"shape={shape!r}: expected three positive ints (N, C, L)")
+    n, c, length = shape
+    sample = torch.arange(n).view(n, 1, 1)
+    channel = torch.arange(c).view(1, c, 1)
+    if method == "batch":
+        ids = channel.expand(n, c, length)
+    elif method == "layer":
+        ids = sample.expand(n, c, length)
+    elif method == "instance":
+        ids = (sample * c + channel).expand(n, c, length)
+    else:
+        _check_groups(num_groups, c)
+        ids = (sample * num_groups + channel // (c // num_groups)).expand(n, c, length)
+    return ids.contiguous()
+
+
+# ----------------------------------------------------------------------------- small batches
+class GhostBatchNorm2d(layers.BatchNorm2d):
+    """Batch norm whose training statistics come from `ghost_size` images at a time.
+
+    A batch of N = k·ghost_size images is normalized as k separate batches, exactly as k GPUs with
+    ghost_size images each compute their own batch statistics (Wu & He 2018's "images per GPU";
+    Hoffer et al. 2017 call it ghost batch norm). The running statistics are updated with the
+    average of the k batch means and unbiased variances. Evaluation is plain batch norm.
+    Same parameters, buffers and state_dict keys as BatchNorm2d.
+    """
+
+    def __init__(self, num_features, ghost_size, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+        if not isinstance(ghost_size, int) or ghost_size < 1:
+            raise ValueError(f"ghost_size={ghost_size!r}: expected a positive int (images per statistics batch)")
+        self.ghost_size = ghost_size
+
+    def forward(self, input):
+        self._check_input(input)
+        n, c = input.shape[:2]
+        if not self.training or n == self.ghost_size:
+            return super().forward(input)
+        if n % self.ghost_size:
+            raise ValueError(f"input: batch of {n} images is not a multiple of ghost_size={self.ghost_size}")
+        k = n // self.ghost_size
+        momentum = self._momentum()
+        # (k·B, C, HW) -> (B, k·C, HW): every (ghost batch, channel) pair becomes its own channel.
+        x = input.reshape(k, self.ghost_size, c, -1).transpose(0, 1).reshape(self.ghost_size, k * c, -1)
+        rm, rv = ((None, None) if self.running_mean is None
+                  else (self.running_mean.repeat(k), self.running_var.repeat(k)))
+        w = None if self.weight is None else self.weight.repeat(k)
+        b = None if self.bias is None else self.bias.repeat(k)
+        y = functional.batch_norm(x, rm, rv, w, b, True, momentum, self.eps)
+        if rm is not None:                  # each copy moved towards its own batch: average them
+            with torch.no_grad():
+                self.running_mean.copy_(rm.view(k, c).mean(0))
+                self.running_var.copy_(rv.view(k, c).mean(0))
+        return y.reshape(self.ghost_size, k, c, -1).transpose(0, 1).reshape(input.shape)
+
+    def extra_repr(self):
+        return super().extra_repr() + f", ghost_size={self.ghost_size}"
+
+
+def ghost_cnn(ghost_size, channels=16):
+    """normkit.models.cnn("batch") with every BatchNorm2d computing statistics over ghost_size images."""
+    model = models.cnn("batch", channels=channels)
+    for i, m in enumerate(model):
+        if isinstance(m, layers.BatchNorm2d):
+            model[i] = GhostBatchNorm2d(m.num_features, ghost_size)
+    return model
+
+
+@dataclass
+class SweepRun:
+    """One training run: test error (%) at the evaluation steps, and the final error."""
+    norm: str
+    images_per_batch: int
+    steps: list = field(default_factory=list)
+    test_error: list = field(default_factory=list)
+
+    @property
+    def final_error(self):
+        return self.test_error[-1]
+
+
+@torch.no_grad()
+def _error(model, x, y):
+    model.eval()
+    err = 100.0 * (model(x).argmax(1) != y).float().mean().item()
+    model.train()
+    return err
+
+
+def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, groups=4,
+              channels=16, eval_every=25, seed=0):
+    """Train a small CNN with Adam (cosine learning-rate decay to 0) and record its test error (%, eval mode).
+
+    norm="batch": batch norm whose statistics come from `images_per_batch` images (GhostBatchNorm2d);
+    norm="group": group norm with `groups` groups (never looks across images, so images_per_batch
+    does not change its computation). Every run sees the same `batch_size` images per step, so the
+    statistics are the only thing that changes.
+    """
+    if norm not in ("batch", "group"):
+        raise ValueError(f"norm={norm!r}: expected 'batch' or 'group'")
+    if not isinstance(images_per_batch, int) or images_per_batch < 1 or batch_size % images_per_batch:
+        raise ValueError(f"images_per_batch={images_per_batch!r}: expected a positive divisor of "
+                         f"batch_size={batch_size}")
+    _check_range("lr", lr)
+    torch.manual_seed(seed)
+    model = (ghost_cnn(images_per_batch, channels) if norm == "batch"
+             else models.cnn("group", channels=channels, groups=groups))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
+    gen = torch.Generator().manual_seed(seed)
+    run = SweepRun(norm, images_per_batch)
+    model.train()
+    for step in range(steps + 1):
+        if step % eval_every == 0 or step == steps:
+            run.steps.append(step)
+            run.test_error.append(_error(model, data.x_test, data.y_test))
+        if step == steps:
+            break
+        idx = torch.randint(0, len(data.x_train), (batch_size,), generator=gen)
+        loss = cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return run
+
+
+def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), **kwargs):
+    """{("batch" | "group", images per batch): SweepRun}: BN at every size, GN once (it is the same at all)."""
+    runs = {("batch", b): train_cnn("batch", b, data, **kwargs) for b in sizes}
+    gn = train_cnn("group", max(sizes), data, **kwargs)
+    runs.update({("group", b): gn for b in sizes})
+    return runs
+
+
+# ----------------------------------------------------------------------------- sequences
+class NormRNN(nn.Module):
+    """An Elman RNN, h_t = tanh(norm(W_x x_t + W_h h_{t-1})), returning every h_t: (N, T, hidden).
+
+    norm="layer": layer norm over the hidden units of each sample at each step (Ba et al. 2016);
+    norm="batch": batch norm of each unit over the batch at each step (train-mode statistics);
+    norm=None: no normalization.
+    """
+
+    def __init__(self, input_size, hidden_size, norm="layer"):
+        super().__init__()
+        if norm not in ("layer", "batch", None):
+            raise ValueError(f"norm={norm!r}: expected 'layer', 'batch' or None")
+        self.hidden_size = hidden_size
+        self.inp = nn.Linear(input_size, hidden_size, bias=norm is None)
+        self.rec = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.norm = {"layer": lambda: layers.LayerNorm(hidden_size),
+                     "batch": lambda: layers.BatchNorm1d(hidden_size),
+                     None: nn.Identity}[norm]()
+
+    def forward(self, x):
+        if not isinstance(x, torch.Tensor) or x.dim() != 3:
+            raise ValueError(f"x: expected a (N, T, features) tensor, got "
+                             f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
+        h = x.new_zeros(len(x), self.hidden_size)
+        out = []
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.norm(self.inp(x[:, t]) + self.rec(h)))
+            out.append(h)
+        return torch.stack(out, 1)
+
+
+@torch.no_grad()
+def batch_dependence(model, sample, others_a, others_b):
+    """Max |output for `sample`| difference when the rest of its batch is others_a vs others_b.
+
+    0 means the model treats every sample on its own (layer, instance, group norm); batch norm in
+    training mode mixes the batch into every output.
+    """
+    out_a = model(torch.cat([sample[None], others_a]))[0]
+    out_b = model(torch.cat([sample[None], others_b]))[0]
+    return (out_a - out_b).abs().max().item()
+
+
+# ----------------------------------------------------------------------------- style
+def photo(name="china.jpg", size=96):
+    """A colour photo that ships with scikit-learn, centre-cropped and resized: (1, 3, size, size) in [0, 1].
+
+    name: "china.jpg" or "flower.jpg". Read straight from the package's files: importing sklearn
+    itself takes seconds.
+    """
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    from PIL import Image
+    path = Path(find_spec("sklearn").origin).parent / "datasets" / "images" / name
+    if name not in ("china.jpg", "flower.jpg") or not path.exists():
+        raise ValueError(f"name={name!r}: expected 'china.jpg' or 'flower.jpg' (scikit-learn's sample images)")
+    with Image.open(path) as im:
+        img = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0)
+    h, w, _ = img.shape
+    s = min(h, w)
+    img = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s].permute(2, 0, 1)[None]
+    return torch.nn.functional.interpolate(img, size=(size, size), mode="area")
+
+
+def restyle(img, contrast=1.0, brightness=0.0, tint=(1.0, 1.0, 1.0)):
+    """Change an image's global "style": per channel, x -> contrast·tint_c·(x − mean) + mean + brightness."""
+    _check_range("contrast", contrast)
+    gain = contrast * torch.tensor(tint, dtype=img.dtype).view(1, -1, 1, 1)
+    mean = img.mean((2, 3), keepdim=True)
+    return (img - mean) * gain + mean + brightness
+
+
+# ----------------------------------------------------------------------------- timing
+def time_forward_backward(fn, x, repeat=30):
+    """Median milliseconds of fn(x).sum().backward() over `repeat` runs (after 3 warm-up runs)."""
+    x = x.detach().requires_grad_(True)
+    times = []
+    for i in range(repeat + 3):
+        t0 = time.perf_counter()
+        fn(x).sum().backward()
+        if i >= 3:
+            times.append(1e3 * (time.perf_counter() - t0))
+        x.grad = None
+    return float(np.median(times))

@@ -1,0 +1,207 @@
+"""Experiments of notebook 07 (L1 vs L2): where the penalized optimum goes, sparsity, AdamW, BN.
+
+The penalties themselves live in `normkit.regularize`; this module runs what the notebook plots:
+the 1-D and 2-D optimum paths, softmax regressions on digits under L1 (proximal and subgradient)
+and L2, the per-parameter decay of Adam + L2 vs AdamW, and the weight norm of a layer feeding BN.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import data as _data
+from . import models
+from .functional import _check_range
+from .optim import SGD, Adam, AdamW
+from .regularize import decay_groups, soft_threshold
+from .why_bn import train_run
+
+__all__ = ["seed_loss_l1_minimum", "level_curve", "optimum_path", "SparsityRun", "sparsity_sweep",
+           "mosaic", "offset_regression", "fit_line", "effective_decay", "adam_vs_adamw",
+           "bn_weight_norm_run"]
+
+
+# ----------------------------------------------------------------------------- 1-D and 2-D pictures
+def seed_loss_l1_minimum(alpha):
+    """argmin_w of data.seed_loss(w) + α·|w|, in closed form.
+
+    seed_loss = ¼(w − 4.5)² + 1 has curvature ½, so the minimizer is the soft-threshold of the
+    unpenalized minimum 4.5 by 2α: max(4.5 − 2α, 0). It reaches exactly 0 at α = 2.25 and stays there.
+    """
+    _check_range("alpha", alpha)
+    return soft_threshold(torch.tensor(4.5, dtype=torch.float64), 2 * alpha).item()
+
+
+def level_curve(q, w, n=200):
+    """Points (x, y) of the contour of the Quadratic2D `q` through the point w (an ellipse)."""
+    c = float(q(float(w[0]), float(w[1])))
+    evals, evecs = np.linalg.eigh(q.A.numpy())
+    t = np.linspace(0, 2 * np.pi, n)
+    circle = np.stack([np.cos(t), np.sin(t)])                       # ½ dᵀAd = c  ⇔  d = √(2c) A^(-½) u
+    d = evecs @ (np.sqrt(2 * c / evals)[:, None] * circle)
+    return q.w_star[0].item() + d[0], q.w_star[1].item() + d[1]
+
+
+def optimum_path(q, lams, lasso_steps=200):
+    """The penalized optima of `q` for each λ: (ridge (K, 2), lasso (K, 2)) as numpy arrays.
+
+    Ridge: argmin L + ½λ‖w‖², closed form. Lasso: argmin L + λ‖w‖₁ by proximal gradient
+    (ISTA, soft-thresholding); 200 steps converge to float64 precision for q's condition number.
+    """
+    ridge = np.stack([q.ridge(float(lam)).numpy() for lam in lams])
+    lasso = np.stack([q.lasso(float(lam), steps=lasso_steps).numpy() for lam in lams])
+    return ridge, lasso
+
+
+# ----------------------------------------------------------------------------- sparsity on digits
+@dataclass
+class SparsityRun:
+    """Softmax regressions on digits, one per λ: weights W (K, 64, 10), biases b (K, 10)."""
+    lams: list
+    penalty: str
+    W: torch.Tensor
+    b: torch.Tensor
+    test_acc: torch.Tensor    # (K,)
+
+    @property
+    def zeros(self):
+        """Number of weights that are exactly 0, per λ (biases are not penalized, not counted)."""
+        return (self.W == 0).sum((1, 2))
+
+
+_PENALTIES = ("l1_prox", "l1_subgradient", "l2")
+
+
+def sparsity_sweep(data, lams, penalty, steps=200, lr=1.0, init_std=0.01, seed=0):
+    """Full-batch gradient descent on softmax regression (64 pixels → 10 classes) for every λ at once.
+
+    penalty: "l2"             gradient of ½λ‖W‖² added: W ← W − lr(∇L + λW)
+             "l1_subgradient" subgradient of λ‖W‖₁ added: W ← W − lr(∇L + λ·sign(W))
+             "l1_prox"        gradient step on L, then W ← soft_threshold(W, lr·λ) (proximal gradient)
+    Biases are never penalized. W starts at N(0, init_std²), so no weight starts at exactly 0.
+    The K models are independent; they are stacked in one tensor only to train them together.
+    """
+    if penalty not in _PENALTIES:
+        raise ValueError(f"penalty={penalty!r}: expected one of {_PENALTIES}")
+    for lam in lams:
+        _check_range("lam", lam)
+    g = torch.Generator().manual_seed(seed)
+    k, x, n = len(lams), data.x_train, len(data.x_train)
+    lam = torch.tensor(lams, dtype=x.dtype).view(1, k, 1)
+    # Layout (class, model, pixel): the K models share one matrix product per step, and the softmax
+    # runs over the leading axis (measured ~20× faster on CPU than over a trailing axis of 10).
+    W = (init_std * torch.randn(64, 10, generator=g)).T.reshape(10, 1, 64).repeat(1, k, 1)
+    b = torch.zeros(10, k, 1)
+    onehot = torch.nn.functional.one_hot(data.y_train, 10).to(x.dtype).T.reshape(10, 1, n)
+    for _ in range(steps):
+        logits = (W.view(10 * k, 64) @ x.T).view(10, k, n) + b
+        err = torch.softmax(logits, 0) - onehot                      # ∂(mean cross-entropy)/∂logits · N
+        gW, gb = (err.view(10 * k, n) @ x).view(10, k, 64) / n, err.mean(2, keepdim=True)
+        if penalty == "l2":
+            gW = gW + lam * W
+        elif penalty == "l1_subgradient":
+            gW = gW + lam * torch.sign(W)
+        W, b = W - lr * gW, b - lr * gb
+        if penalty == "l1_prox":
+            W = torch.stack([soft_threshold(W[:, i], lr * lams[i]) for i in range(k)], 1)
+    W, b = W.permute(1, 2, 0).contiguous(), b[:, :, 0].T.contiguous()     # (K, 64, 10), (K, 10)
+    acc = ((data.x_test @ W + b.unsqueeze(1)).argmax(-1) == data.y_test).float().mean(1)
+    return SparsityRun(list(lams), penalty, W, b, acc)
+
+
+def mosaic(*weights, cols=5, gap=1):
+    """Weight maps as one image: each (64, 10) matrix → its 10 columns as 8×8 tiles in rows of `cols`.
+
+    Several matrices are stacked top to bottom, two rows apart. Gaps are NaN (blank in imshow).
+    """
+    blocks = []
+    for W in weights:
+        W = torch.as_tensor(W).detach().double()
+        rows = -(-W.shape[1] // cols)
+        out = np.full((rows * (8 + gap) - gap, cols * (8 + gap) - gap), np.nan)
+        for c in range(W.shape[1]):
+            r0, c0 = (c // cols) * (8 + gap), (c % cols) * (8 + gap)
+            out[r0:r0 + 8, c0:c0 + 8] = W[:, c].reshape(8, 8).numpy()
+        if blocks:
+            blocks.append(np.full((2, out.shape[1]), np.nan))
+        blocks.append(out)
+    return np.vstack(blocks)
+
+
+# ----------------------------------------------------------------------------- biases
+def offset_regression(n=30, seed=0):
+    """x in [−2, 2], y = 5 + 0.5·x + noise: data far from the origin, where the bias matters."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, generator=g, dtype=torch.float64) * 4 - 2
+    return x, 5.0 + 0.5 * x + 0.3 * torch.randn(n, generator=g, dtype=torch.float64)
+
+
+def fit_line(x, y, lam, penalize_bias=False):
+    """argmin over (w, b) of mean ½(y − wx − b)² + ½λ(w² [+ b²]), in closed form. Returns (w, b)."""
+    _check_range("lam", lam)
+    X = torch.stack([x, torch.ones_like(x)], 1)
+    D = torch.diag(torch.tensor([1.0, float(penalize_bias)], dtype=x.dtype))
+    w, b = torch.linalg.solve(X.T @ X / len(x) + lam * D, X.T @ y / len(x)).tolist()
+    return w, b
+
+
+# ----------------------------------------------------------------------------- Adam + L2 vs AdamW
+def effective_decay(optimizer):
+    """Per weight: (RMS gradient √v̂, the decay coefficient: the penalty's step as a fraction of w).
+
+    AdamW (decoupled): w ← w − lr·λ·w, the same fraction lr·λ for every weight.
+    Adam with weight_decay (L2 in the gradient): λw enters the gradient and is divided by √v̂ + ε like the
+    rest, so the fraction is lr·λ/(√v̂ + ε): weights with large past gradients decay less. (Adam's
+    momentum averages λw over recent steps; w changes slowly, so this is the coefficient that
+    multiplies w.) Above 1 the step overshoots 0: Adam then moves the weight by about lr per step.
+    Only parameter groups with weight_decay > 0 are reported. Returns two 1-D tensors.
+    Works with normkit.optim.Adam/AdamW and torch.optim.Adam/AdamW.
+    """
+    decoupled = getattr(optimizer, "decoupled", isinstance(optimizer, torch.optim.AdamW))
+    rms, rate = [], []
+    for group in optimizer.param_groups:
+        lr, lam, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta2 = group["betas"][1]
+        if lam == 0:
+            continue
+        for p in group["params"]:
+            state = optimizer.state[p]
+            vhat = state["exp_avg_sq"] / (1 - beta2 ** float(state["step"]))
+            r = vhat.sqrt().flatten()
+            rms.append(r)
+            rate.append(torch.full_like(r, lr * lam) if decoupled else lr * lam / (r + eps))
+    return torch.cat(rms), torch.cat(rate)
+
+
+def adam_vs_adamw(lam=1e-2, lr=1e-3, steps=150, sizes=(64, 64, 10), seed=0):
+    """Train the same MLP on digits with Adam(weight_decay=λ) and AdamW(weight_decay=λ).
+
+    Returns {"adam": (rms, rate, run), "adamw": (rms, rate, run)} with effective_decay's tensors
+    at the end of training and the why_bn.Run (loss, test accuracy).
+    """
+    data, out = _data.digits(), {}
+    for name, cls in (("adam", Adam), ("adamw", AdamW)):
+        torch.manual_seed(seed)
+        model = models.mlp(list(sizes))
+        opt = cls(decay_groups(model, lam), lr=lr)
+        run = train_run(model, data, steps=steps, optimizer=opt, seed=seed)
+        out[name] = (*effective_decay(opt), run)
+    return out
+
+
+# ----------------------------------------------------------------------------- L2 before BN
+def bn_weight_norm_run(weight_decay, lr=0.5, steps=200, seed=0):
+    """MLP 64 → 100 → BN → ReLU → 10 trained with SGD; track the first layer's weight norm.
+
+    That layer feeds batch norm, so its scale does not change the network's output; weight decay
+    (via decay_groups: BN's γ, β and the last bias excluded) shrinks it anyway.
+    Returns (run, mean squared row norm ‖w_j‖² before every step: a list).
+    """
+    torch.manual_seed(seed)
+    model = models.mlp([64, 100, 10], norm="batch")
+    opt = SGD(decay_groups(model, weight_decay), lr=lr)
+    first = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    run = train_run(model, _data.digits(), steps=steps, optimizer=opt, seed=seed, callback_every=1,
+                    callback=lambda m, x, y: first.weight.detach().pow(2).sum(1).mean().item())
+    return run, run.extra

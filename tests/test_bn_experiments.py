@@ -1,0 +1,169 @@
+"""normkit.bn_experiments (notebooks 03–04) and their exercise checkers in normkit.check."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as TF
+
+import normkit as nk
+from normkit import bn_experiments as bx
+
+from .conftest import assert_close, randn
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def test_batch_norm_steps_matches_torch_forward_and_backward():
+    x = randn(9, 4, offset=2.0, scale=3.0, seed=1)
+    gamma, beta = randn(4, seed=2) + 1.5, randn(4, seed=3)
+    s = bx.batch_norm_steps(x, gamma, beta, eps=1e-5)
+    assert_close(s.y, TF.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5))
+    assert_close(s.mu, x.mean(0))
+    assert_close(s.var, x.var(0, correction=0))
+    xl, dout = x.clone().requires_grad_(True), randn(9, 4, seed=4)
+    bx.batch_norm_steps(xl, gamma, beta).y.backward(dout)
+    _, cache = nk.manual.batch_norm_forward(x, gamma, beta)
+    assert_close(nk.manual.batch_norm_backward(dout, cache)[0], xl.grad)
+
+
+def test_batch_norm_steps_defaults_and_bad_input():
+    s = bx.batch_norm_steps(randn(5, 3, seed=5))
+    assert_close(s.y, s.xhat)
+    with pytest.raises(ValueError, match="x: expected an \\(m, D\\) mini-batch"):
+        bx.batch_norm_steps(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="eps"):
+        bx.batch_norm_steps(torch.randn(4, 3), eps=-1.0)
+
+
+def test_hidden_preactivations_is_a_seeded_linear_layer():
+    x = torch.rand(10, 64)
+    z = bx.hidden_preactivations(x, n_units=3, seed=7)
+    torch.manual_seed(7)
+    layer = torch.nn.Linear(64, 3)
+    assert z.shape == (10, 3) and not z.requires_grad
+    assert_close(z, layer(x))
+
+
+def test_activation_regions():
+    linear, dead = bx.activation_regions(torch.tensor([-2.0, -0.5, 0.5, 3.0]))
+    assert (linear, dead) == (0.5, 0.5)
+    linear, dead = bx.activation_regions(torch.randn(200_000, generator=torch.Generator().manual_seed(0)))
+    assert abs(linear - 0.6827) < 0.005 and abs(dead - 0.5) < 0.005   # N(0, 1): P(|y| < 1), P(y < 0)
+
+
+def test_batch_stat_spread_shrinks_like_one_over_sqrt_b():
+    pop = torch.randn(4000, generator=torch.Generator().manual_seed(1))
+    spread = bx.batch_stat_spread(pop, (4, 64), n_batches=400, seed=0)
+    means4, vars4 = spread[4]
+    assert means4.shape == vars4.shape == (400,)
+    ratio = spread[4][0].std() / spread[64][0].std()
+    assert 3.0 < ratio < 5.3                       # √(64/4) = 4
+    with pytest.raises(ValueError, match="batch_sizes"):
+        bx.batch_stat_spread(pop, (1, 4))
+
+
+# ----------------------------------------------------------------------------- notebook 04
+@pytest.mark.parametrize("momentum", [0.1, 0.5, None])
+def test_running_stats_trace_matches_torch_batchnorm(momentum):
+    pop = randn(50, 2, seed=8, offset=3.0)
+    trace = bx.running_stats_trace(pop, momentum=momentum, batch_size=8, steps=12, seed=3)
+    ref = torch.nn.BatchNorm1d(2, momentum=momentum, affine=False, dtype=torch.float64)
+    for step, idx in enumerate(bx._batches(50, 8, 12, torch.Generator().manual_seed(3)), start=1):
+        ref(pop[idx])
+        assert_close(trace.running_mean[step], ref.running_mean)
+        assert_close(trace.running_var[step], ref.running_var)
+        assert_close(trace.batch_var[step - 1], pop[idx].var(0))
+        assert_close(trace.batch_var_biased[step - 1], pop[idx].var(0, correction=0))
+    assert trace.running_mean.shape == (13, 2) and trace.batch_mean.shape == (12, 2)
+
+
+def test_running_stats_trace_bad_batch_size():
+    with pytest.raises(ValueError, match="batch_size=1"):
+        bx.running_stats_trace(torch.randn(20), batch_size=1)
+
+
+def test_keras_convention_is_pytorch_with_one_minus_momentum():
+    pop = randn(64, seed=9, offset=5.0)
+    trace = bx.running_stats_trace(pop, momentum=0.1, batch_size=16, steps=20)
+    assert_close(bx.keras_moving_average(trace.batch_mean, 0.9, 0.0), trace.running_mean)
+    assert_close(bx.keras_moving_average(trace.batch_var, 0.9, 1.0), trace.running_var)
+    with pytest.raises(ValueError, match="momentum"):
+        bx.keras_moving_average(trace.batch_mean, 1.5)
+
+
+def test_ema_steps_to_forget():
+    assert bx.ema_steps_to_forget(0.1) == 44          # 0.9**44 < 0.01 <= 0.9**43
+    assert 0.9 ** 44 < 0.01 <= 0.9 ** 43
+    assert bx.ema_steps_to_forget(0.01) == 459
+    assert bx.ema_steps_to_forget(1.0) == 1 and bx.ema_steps_to_forget(0.0) == math.inf
+
+
+def test_prediction_by_company_eval_is_batch_independent_and_model_untouched():
+    torch.manual_seed(0)
+    model = nk.models.mlp([6, 8, 3], norm="batch")
+    model.train()
+    model(torch.randn(16, 6))                          # running statistics away from (0, 1)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x0 = torch.randn(6)
+    companions = [torch.randn(5, 6), torch.randn(5, 6) + 3, torch.randn(1, 6)]
+    p_train, p_eval = bx.prediction_by_company(model, x0, 1, companions)
+    assert len(p_train) == len(p_eval) == 3
+    assert max(p_eval) - min(p_eval) < 1e-6
+    assert max(p_train) - min(p_train) > 1e-3
+    assert model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_placement_experiment_runs_both_placements():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(60, 64, generator=g), torch.randint(0, 10, (60,), generator=g)
+    data = nk.data.Split(x[:40], y[:40], x[40:], y[40:])
+    out = bx.placement_experiment(data, seeds=(0, 1), sizes=(64, 8, 10), steps=3, batch_size=8)
+    assert set(out) == {"before", "after"}
+    assert all(len(v) == 2 and all(0.0 <= a <= 1.0 for a in v) for v in out.values())
+
+
+# ----------------------------------------------------------------------------- checkers
+def _bn_train(x, gamma, beta, eps=1e-5):
+    return gamma * (x - x.mean(0)) / torch.sqrt(x.var(0, correction=0) + eps) + beta
+
+
+def _bn_backward(dout, x, gamma, eps=1e-5):
+    s = 1 / torch.sqrt(x.var(0, correction=0) + eps)
+    xhat, h = (x - x.mean(0)) * s, dout * gamma
+    return s * (h - h.mean(0) - xhat * (h * xhat).mean(0))
+
+
+RIGHT_AND_WRONG = [
+    (nk.check.batch_norm_train, _bn_train, lambda x, g, b, eps=1e-5: _bn_train(x, g, b, eps) * 1.01),
+    (nk.check.identity_params,
+     lambda x, eps: ((x.var(0, correction=0) + eps).sqrt(), x.mean(0)),
+     lambda x, eps: (x.std(0), x.mean(0))),                               # unbiased and no ε: wrong
+    (nk.check.batch_norm_backward, _bn_backward, lambda dout, x, gamma, eps=1e-5: dout * gamma),
+    (nk.check.running_mean, lambda rm, b, m: (1 - m) * rm + m * b.mean(0),
+     lambda rm, b, m: m * rm + (1 - m) * b.mean(0)),                      # Keras' m with torch's value
+    (nk.check.running_var, lambda rv, b, m: (1 - m) * rv + m * b.var(0),
+     lambda rv, b, m: (1 - m) * rv + m * b.var(0, correction=0)),         # biased: wrong
+    (nk.check.bn_inference, lambda x, rm, rv, g, b, eps=1e-5: g * (x - rm) / torch.sqrt(rv + eps) + b,
+     lambda x, rm, rv, g, b, eps=1e-5: _bn_train(x, g, b, eps)),          # batch statistics: wrong
+]
+
+
+@pytest.mark.parametrize("checker,right,wrong", RIGHT_AND_WRONG, ids=lambda v: getattr(v, "__name__", ""))
+def test_checker_accepts_the_right_answer_and_rejects_a_wrong_one(checker, right, wrong, capsys):
+    assert checker(right)
+    assert capsys.readouterr().out.startswith("✓ ")
+    result = checker(wrong)
+    assert not result
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ") and "expected" in out and "got" in out
+    assert repr(result) and result._ipython_display_() is None       # silent in a notebook
+
+
+def test_checker_reports_an_exception_and_a_wrong_shape(capsys):
+    def broken(*args):
+        raise RuntimeError("not yet")
+    assert not nk.check.running_mean(broken)
+    assert "✗ running_mean: your function raised RuntimeError: not yet" in capsys.readouterr().out
+    assert not nk.check.running_mean(lambda rm, b, m: b)
+    assert "expected a tensor of shape (5,)" in capsys.readouterr().out

@@ -1,0 +1,82 @@
+"""normkit.generalization (notebook 01) and its exercise checkers in normkit.check."""
+import pytest
+import torch
+
+import normkit as nk
+from normkit import generalization as gen
+
+
+def test_generalization_gap_is_train_minus_test_accuracy():
+    split = nk.data.digits(n_train=40, test_size=200)
+    model = nk.models.mlp([64, 16, 10])
+    nk.train.fit(model, split, steps=30, batch_size=20, lr=0.01, optimizer="adam", eval_every=30)
+    model.train()
+    with torch.no_grad():
+        acc_train = (model.eval()(split.x_train).argmax(1) == split.y_train).double().mean().item()
+        acc_test = (model(split.x_test).argmax(1) == split.y_test).double().mean().item()
+    model.train()
+    assert gen.generalization_gap(model, split) == pytest.approx(acc_train - acc_test, abs=1e-6)
+    assert model.training                                   # the mode is restored
+
+
+def test_overfit_run_memorizes_a_small_set_and_is_deterministic():
+    h = gen.overfit_run(30, 64, steps=60, eval_every=20)
+    assert h.eval_steps == [0, 20, 40, 60]
+    assert h.train_acc[-1] == 1.0 and h.gap > 0.1           # memorized; clearly worse on new digits
+    assert h.test_acc == gen.overfit_run(30, 64, steps=60, eval_every=20).test_acc
+
+
+def test_overfit_run_random_labels_are_not_learnable():
+    h = gen.overfit_run(100, 128, steps=60, eval_every=60, label_noise=0.9)
+    assert h.final_test_acc < 0.3
+
+
+def test_overfit_run_rejects_a_bad_width():
+    with pytest.raises(ValueError, match=r"^width=0"):
+        gen.overfit_run(30, 0)
+
+
+def test_gap_grid_has_one_cached_run_per_pair():
+    grid = gen.gap_grid((20, 40), (8, 16), steps=10)
+    assert set(grid) == {(20, 8), (20, 16), (40, 8), (40, 16)}
+    assert grid[40, 16].eval_steps[-1] == 10
+    assert gen.gap_grid((20, 40), (8, 16), steps=10) is grid
+
+
+def test_ensemble_predict_is_the_argmax_of_the_mean_softmax():
+    torch.manual_seed(1)
+    models = [nk.models.mlp([64, 8, 10]) for _ in range(3)]
+    x = nk.data.digits(n_train=50).x_train
+    models[0].train()
+    with torch.no_grad():
+        ref = torch.stack([torch.nn.functional.softmax(m(x), 1) for m in models]).mean(0).argmax(1)
+    assert torch.equal(gen.ensemble_predict(models, x), ref)
+    assert models[0].training and models[1].training        # modes restored
+    with torch.no_grad():
+        assert torch.equal(gen.ensemble_predict(models[:1], x), models[0](x).argmax(1))
+    with pytest.raises(ValueError, match=r"^models=\[\]"):
+        gen.ensemble_predict([], x)
+
+
+def test_check_generalization_gap(capsys):
+    assert nk.check.generalization_gap(gen.generalization_gap)
+    assert capsys.readouterr().out.startswith("✓ generalization_gap")
+    assert not nk.check.generalization_gap(lambda m, s: -gen.generalization_gap(m, s))
+    out = capsys.readouterr().out
+    assert out.startswith("✗ generalization_gap: expected") and "got -" in out
+    assert not nk.check.generalization_gap(lambda m, s: None)
+    assert "got None" in capsys.readouterr().out
+    result = nk.check.generalization_gap(lambda m, s: 1 / 0)
+    assert not result and result._ipython_display_() is None
+    assert "raised ZeroDivisionError" in capsys.readouterr().out
+
+
+def test_check_ensemble_predict(capsys):
+    assert nk.check.ensemble_predict(gen.ensemble_predict)
+    assert capsys.readouterr().out.startswith("✓ ensemble_predict")
+    mean_logits = lambda ms, x: torch.stack([m(x) for m in ms]).mean(0).argmax(1)   # not the same
+    assert not nk.check.ensemble_predict(mean_logits)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ensemble_predict:") and "expected class" in out and "got" in out
+    assert not nk.check.ensemble_predict(lambda ms, x: None)
+    assert "got None" in capsys.readouterr().out

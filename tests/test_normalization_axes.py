@@ -1,0 +1,219 @@
+"""normkit.norm_axes (notebook 05) against torch, and the notebook-05 exercise checkers."""
+import pytest
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+import normkit as nk
+from normkit import norm_axes as na
+
+from .conftest import assert_close, leaf, randn
+
+# ----------------------------------------------------------------------------- stat_sets
+
+
+def _standardize_by_ids(x, ids, eps=1e-5):
+    """Standardize x with one mean and (biased) variance per id: the definition stat_sets encodes."""
+    out = torch.empty_like(x)
+    for i in ids.unique():
+        sel = ids == i
+        v = x[sel]
+        out[sel] = (v - v.mean()) / (v.var(correction=0) + eps).sqrt()
+    return out
+
+
+@pytest.mark.parametrize("method", na.METHODS)
+def test_stat_sets_reproduce_torch_normalizations(method):
+    x = randn(3, 6, 5, seed=1)
+    ids = na.stat_sets(method, tuple(x.shape), num_groups=3 if method == "group" else None)
+    reference = {"batch": lambda: TF.batch_norm(x, None, None, training=True),
+                 "layer": lambda: TF.layer_norm(x, x.shape[1:]),
+                 "instance": lambda: TF.instance_norm(x),
+                 "group": lambda: TF.group_norm(x, 3)}[method]()
+    assert_close(_standardize_by_ids(x, ids), reference, factor=10)
+
+
+def test_stat_sets_group_extremes_are_layer_and_instance():
+    shape = (2, 4, 3)
+    assert torch.equal(na.stat_sets("group", shape, 1), na.stat_sets("layer", shape))
+    assert torch.equal(na.stat_sets("group", shape, 4), na.stat_sets("instance", shape))
+
+
+def test_stat_sets_bad_input():
+    with pytest.raises(ValueError, match="method="):
+        na.stat_sets("weight", (2, 4, 3))
+    with pytest.raises(ValueError, match="num_groups=3"):
+        na.stat_sets("group", (2, 4, 3), num_groups=3)
+    with pytest.raises(ValueError, match="shape="):
+        na.stat_sets("batch", (2, 4))
+
+# ----------------------------------------------------------------------------- ghost batch norm
+
+
+def _torch_chunks(x, ghost, weight, bias, momentum=0.1):
+    """torch.nn.BatchNorm2d applied to each chunk of `ghost` images, from the same start state."""
+    outs, means, vars_ = [], [], []
+    for chunk in x.split(ghost):
+        bn = nn.BatchNorm2d(x.shape[1], momentum=momentum, dtype=x.dtype)
+        with torch.no_grad():
+            bn.weight.copy_(weight)
+            bn.bias.copy_(bias)
+        outs.append(bn(chunk))
+        means.append(bn.running_mean)
+        vars_.append(bn.running_var)
+    return torch.cat(outs), torch.stack(means).mean(0), torch.stack(vars_).mean(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ghost_batch_norm_is_batch_norm_per_chunk(dtype):
+    x = leaf(randn(8, 3, 4, 4, dtype=dtype, scale=2.0, offset=1.0, seed=2))
+    ours = na.GhostBatchNorm2d(3, ghost_size=2, dtype=dtype)
+    with torch.no_grad():
+        ours.weight.copy_(torch.tensor([0.5, 1.5, 2.0]))
+        ours.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    x_ref = leaf(x)
+    y_ref, rm_ref, rv_ref = _torch_chunks(x_ref, 2, ours.weight.detach(), ours.bias.detach())
+    y = ours(x)
+    assert_close(y, y_ref, factor=10)
+    assert_close(ours.running_mean, rm_ref, factor=10)
+    assert_close(ours.running_var, rv_ref, factor=10)
+    assert int(ours.num_batches_tracked) == 1
+    dy = randn(*x.shape, dtype=dtype, seed=3)
+    (gx,) = torch.autograd.grad(y, x, dy)
+    (gx_ref,) = torch.autograd.grad(y_ref, x_ref, dy)
+    assert_close(gx, gx_ref, factor=100)
+
+
+def test_ghost_batch_norm_full_batch_and_eval_equal_batch_norm():
+    x = randn(6, 3, 2, 2, dtype=torch.float32, seed=4)
+    ghost, plain = na.GhostBatchNorm2d(3, ghost_size=6), nk.BatchNorm2d(3)
+    assert_close(ghost(x), plain(x))
+    assert_close(ghost.running_var, plain.running_var)
+    ghost.eval(), plain.eval()
+    assert_close(ghost(x[:1]), plain(x[:1]))          # eval: running statistics, any batch size
+
+
+def test_ghost_batch_norm_state_dict_is_batch_norms():
+    ghost = na.GhostBatchNorm2d(4, ghost_size=2)
+    ref = nn.BatchNorm2d(4)
+    assert ghost.state_dict().keys() == ref.state_dict().keys()
+    ghost.load_state_dict(ref.state_dict())
+
+
+def test_ghost_batch_norm_bad_input():
+    with pytest.raises(ValueError, match="ghost_size=0"):
+        na.GhostBatchNorm2d(3, ghost_size=0)
+    with pytest.raises(ValueError, match="multiple of ghost_size=4"):
+        na.GhostBatchNorm2d(3, ghost_size=4)(torch.randn(6, 3, 2, 2))
+
+
+def test_ghost_cnn_replaces_every_batch_norm():
+    model = na.ghost_cnn(4, channels=8)
+    ghosts = [m for m in model if isinstance(m, na.GhostBatchNorm2d)]
+    assert len(ghosts) == 2 and all(g.ghost_size == 4 for g in ghosts)
+    assert model(torch.randn(8, 1, 8, 8)).shape == (8, 10)
+
+# ----------------------------------------------------------------------------- training sweep
+
+
+@pytest.fixture(scope="module")
+def tiny_digits():
+    return nk.data.digits(n_train=64, test_size=40, images=True)
+
+
+def test_train_cnn_records_and_is_deterministic(tiny_digits):
+    a = na.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
+    b = na.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
+    assert a.steps == [0, 2, 4] and len(a.test_error) == 3
+    assert a.test_error == b.test_error and 0 <= a.final_error <= 100
+
+
+def test_train_cnn_bad_input(tiny_digits):
+    with pytest.raises(ValueError, match="norm="):
+        na.train_cnn("layer", 2, tiny_digits, steps=1)
+    with pytest.raises(ValueError, match="images_per_batch=3"):
+        na.train_cnn("batch", 3, tiny_digits, steps=1, batch_size=8)
+
+
+def test_batch_size_sweep_trains_group_norm_once(tiny_digits):
+    runs = na.batch_size_sweep(tiny_digits, sizes=(4, 2), steps=2, batch_size=4, eval_every=1, channels=4)
+    assert set(runs) == {("batch", 4), ("batch", 2), ("group", 4), ("group", 2)}
+    assert runs["group", 4] is runs["group", 2]
+    assert runs["batch", 2].images_per_batch == 2
+
+# ----------------------------------------------------------------------------- sequences
+
+
+def test_norm_rnn_layer_norm_matches_a_torch_twin():
+    torch.manual_seed(0)
+    rnn = na.NormRNN(3, 5, norm="layer")
+    x = torch.randn(4, 6, 3)
+    h, outs = torch.zeros(4, 5), []
+    for t in range(6):
+        h = torch.tanh(TF.layer_norm(rnn.inp(x[:, t]) + rnn.rec(h), (5,)))
+        outs.append(h)
+    assert_close(rnn(x), torch.stack(outs, 1), factor=10)
+
+
+def test_batch_dependence_zero_for_layer_norm_not_for_batch_norm():
+    torch.manual_seed(0)
+    x = torch.randn(9, 5, 3)
+    sample, a, b = x[0], x[1:5], x[5:9]
+    assert na.batch_dependence(na.NormRNN(3, 8, norm="layer"), sample, a, b) == 0.0
+    assert na.batch_dependence(na.NormRNN(3, 8, norm="batch").train(), sample, a, b) > 1e-3
+
+
+def test_norm_rnn_bad_input():
+    with pytest.raises(ValueError, match="norm="):
+        na.NormRNN(3, 4, norm="group")
+    with pytest.raises(ValueError, match="x: expected"):
+        na.NormRNN(3, 4)(torch.randn(2, 3))
+
+# ----------------------------------------------------------------------------- style, timing
+
+
+def test_photo_and_instance_norm_remove_restyling():
+    img = na.photo(size=32)
+    assert img.shape == (1, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
+    img = img.double()                  # float64: normalizing a low-contrast image amplifies rounding
+    styled = na.restyle(img, contrast=0.4, brightness=0.3, tint=(1.2, 0.9, 0.7))
+    assert_close(styled.mean((2, 3)), img.mean((2, 3)) + 0.3, factor=10)
+    assert_close(TF.instance_norm(styled, eps=0), TF.instance_norm(img, eps=0), factor=100)
+    with pytest.raises(ValueError, match="contrast=-1"):
+        na.restyle(img, contrast=-1)
+
+
+def test_time_forward_backward_returns_milliseconds():
+    ms = na.time_forward_backward(lambda x: x * 2, torch.randn(4, 4), repeat=3)
+    assert isinstance(ms, float) and ms >= 0
+
+# ----------------------------------------------------------------------------- exercise checkers
+
+
+def _normalize(x, dims, eps=1e-5):
+    return (x - x.mean(dims, keepdim=True)) / (x.var(dims, correction=0, keepdim=True) + eps).sqrt()
+
+
+def test_check_norm_dims(capsys):
+    right = {"batch": (0, 2, 3), "layer": (1, 2, 3), "instance": (2, 3)}
+    assert nk.check.norm_dims(lambda method: right[method])
+    assert capsys.readouterr().out.startswith("✓")
+    assert not nk.check.norm_dims(lambda method: (0, 1))
+    assert capsys.readouterr().out.startswith("✗")
+
+
+def test_check_group_norm(capsys):
+    def ours(x, num_groups, eps):
+        n, c = x.shape[:2]
+        return _normalize(x.reshape(n, num_groups, -1), (2,), eps).reshape(x.shape)
+    assert nk.check.group_norm(ours)
+    assert capsys.readouterr().out.startswith("✓")
+    assert not nk.check.group_norm(lambda x, num_groups, eps: _normalize(x, (2, 3), eps))
+    assert capsys.readouterr().out.startswith("✗")
+
+
+def test_check_rms_norm(capsys):
+    assert nk.check.rms_norm(lambda x, eps: x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt())
+    assert capsys.readouterr().out.startswith("✓")
+    assert not nk.check.rms_norm(lambda x, eps: _normalize(x, (-1,), eps))
+    assert capsys.readouterr().out.startswith("✗")

@@ -1,0 +1,90 @@
+"""normkit.shift (notebook 02) and its exercise checkers in normkit.check."""
+import numpy as np
+import pytest
+import torch
+
+import normkit as nk
+from normkit import shift as sh
+from normkit.train import History
+
+
+def test_shift_split_uses_two_seeds_at_shift_zero():
+    s = sh.shift_split(n=200)
+    assert s.x_train.shape == s.x_test.shape == (200, 2)
+    assert not torch.equal(s.x_train, s.x_test)
+    x, y = nk.data.covariate_shift(n=200, shift=0.0, seed=0)
+    assert torch.equal(s.x_train, x) and torch.equal(s.y_train, y)
+
+
+def test_covariate_shift_costs_accuracy():
+    model, hist = sh.train_shift_classifier(sh.shift_split(n=500), steps=300)
+    assert hist.final_test_acc > 0.9
+    near, far = sh.accuracy_under_shift(model, [0.0, 4.0], n=500)
+    assert near > 0.9 and far < near - 0.2
+
+
+@pytest.mark.parametrize("norm,expected", [(None, "4"), ("batch", "7")])
+def test_sigmoid_input_name_is_the_module_before_the_last_sigmoid(norm, expected):
+    model = nk.models.mlp([64, 100, 100, 100, 10], activation="sigmoid", norm=norm)
+    name = sh.sigmoid_input_name(model)
+    assert name == expected
+    names = [n for n, _ in model.named_children()]
+    assert isinstance(model[names.index(name) + 1], torch.nn.Sigmoid)
+    assert not any(isinstance(m, torch.nn.Sigmoid) for m in model[names.index(name) + 2:])
+
+
+def test_sigmoid_input_name_needs_a_sigmoid():
+    with pytest.raises(ValueError, match=r"^model: expected"):
+        sh.sigmoid_input_name(nk.models.mlp([4, 3, 2]))
+
+
+def test_sigmoid_mlp_run_records_the_watched_percentiles():
+    for bn in (False, True):
+        h, name = sh.sigmoid_mlp_run(bn, steps=40, eval_every=20)
+        assert name == ("7" if bn else "4") and h.eval_steps == [0, 20, 40]
+        rows = h.activations[name]
+        assert len(rows) == 3 and all(r["q15"] <= r["q50"] <= r["q85"] for r in rows)
+
+
+def _history(steps, acc, q50):
+    h = History(eval_steps=list(steps), test_acc=list(acc))
+    h.activations["u"] = [{"q15": m - 1, "q50": m, "q85": m + 2 * i} for i, m in enumerate(q50)]
+    return h
+
+
+def test_percentile_drift_is_the_range_after_a_step():
+    h = _history([0, 10, 20, 30], [0.1, 0.5, 0.9, 0.95], [5.0, 1.0, 2.0, 0.5])
+    assert sh.percentile_drift(h, "u") == pytest.approx({"q15": 4.5, "q50": 4.5, "q85": 3.5})
+    assert sh.percentile_drift(h, "u", after=10) == pytest.approx({"q15": 1.5, "q50": 1.5, "q85": 3.5})
+    with pytest.raises(ValueError, match=r"^after=40"):
+        sh.percentile_drift(h, "u", after=40)
+
+
+def test_steps_to_accuracy():
+    h = _history([0, 10, 20, 30], [0.1, 0.5, 0.9, 0.95], [0.0] * 4)
+    assert sh.steps_to_accuracy(h, 0.9) == 20
+    assert sh.steps_to_accuracy(h, 0.05) == 0
+    assert sh.steps_to_accuracy(h, 0.99) is None
+
+
+def test_check_unit_percentiles(capsys):
+    right = lambda z, unit: np.percentile(z[:, unit].numpy(), [15, 50, 85])
+    assert nk.check.unit_percentiles(right)
+    assert capsys.readouterr().out.startswith("✓ unit_percentiles")
+    assert not nk.check.unit_percentiles(lambda z, unit: np.percentile(z[:, 0].numpy(), [15, 50, 85]))
+    out = capsys.readouterr().out
+    assert out.startswith("✗ unit_percentiles") and "expected" in out and "got" in out
+    assert not nk.check.unit_percentiles(lambda z, unit: None)
+    assert "got None" in capsys.readouterr().out
+
+
+def test_check_importance_weight(capsys):
+    right = lambda x, s: torch.distributions.MultivariateNormal(torch.tensor([s, 0.0], dtype=x.dtype),
+                                                                torch.eye(2, dtype=x.dtype)).log_prob(x).exp() \
+        / torch.distributions.MultivariateNormal(torch.zeros(2, dtype=x.dtype),
+                                                 torch.eye(2, dtype=x.dtype)).log_prob(x).exp()
+    assert nk.check.importance_weight(right)
+    assert capsys.readouterr().out.startswith("✓ importance_weight")
+    assert not nk.check.importance_weight(lambda x, s: torch.exp(s * x[:, 0]))     # unnormalized
+    out = capsys.readouterr().out
+    assert out.startswith("✗ importance_weight") and "expected" in out and "got" in out
