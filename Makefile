@@ -6,7 +6,7 @@ PORT   ?= 8888
 ROOT   := $(if $(filter 0,$(shell id -u)),--allow-root,)
 unexport MPLBACKEND
 
-.PHONY: install lab test bench slides lint clean
+.PHONY: install lab test bench bench-latency slides lint clean
 
 install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -21,10 +21,16 @@ test: install
 	$(PY) -m pytest -n 2 --dist loadscope
 
 lint: install
-	$(VENV)/bin/ruff check normkit tests benchmarks
+	$(VENV)/bin/ruff check normkit tests benchmarks slides_assets
 
 bench: install
 	$(PY) benchmarks/bench_normkit.py
+
+bench-latency: install
+	$(PY) benchmarks/bench_latency.py
+
+slides: install
+	$(PY) slides_assets/build.py
 
 clean:
 	rm -rf $(VENV) artifacts slides .pytest_cache .hypothesis
