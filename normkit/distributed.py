@@ -31,7 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .functional import _check_ndim, _check_numel, _check_range, _prod, _update_running, _view, batch_norm
+from .functional import (_check_ndim, _check_numel, _check_range, _input_grad, _prod, _scale_shift,
+                         _update_running, _view, batch_norm)
 from .layers import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "replica_stats",
@@ -98,9 +99,7 @@ class _SyncNormalize(torch.autograd.Function):
         rstd = (var + eps).rsqrt().to(x3.dtype).view(1, c, 1)
         mean = mean.to(x3.dtype)
         xhat = xc.add_(mean_r - mean.view(1, c, 1)).mul_(rstd)   # x − global mean, reusing x − mean_r
-        y = xhat * weight if weight is not None else xhat.clone()
-        if bias is not None:
-            y.add_(bias)
+        y = _scale_shift(xhat, weight, bias)
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.count, ctx.group = count, group
         unbiased = (var * (count / (count - 1))).to(x3.dtype)
@@ -124,10 +123,7 @@ class _SyncNormalize(torch.autograd.Function):
             sums = torch.cat([sum_dy, sum_dy_xhat])
             dist.all_reduce(sums, group=ctx.group)           # the one collective of the backward
             sums /= ctx.count
-            dx = xhat * sums[c:].view(1, c, 1)
-            dx.add_(sums[:c].view(1, c, 1))
-            dx = dy - dx
-            dx.mul_(rstd if weight is None else rstd * weight)
+            dx = _input_grad(dy, xhat, rstd, weight, sums[:c].view(1, c, 1), sums[c:].view(1, c, 1))
         return dx, dweight, dbias, None, None, None
 
 

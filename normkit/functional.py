@@ -57,12 +57,7 @@ class _Normalize(torch.autograd.Function):
             var = (x * x).mean(dims, keepdim=True)
         rstd = (var + eps).rsqrt()
         xhat = xhat.mul_(rstd) if centered else x * rstd      # in place on our own temporary
-        if weight is not None and bias is not None and weight.shape[-1] == x.shape[-1] > 1:
-            y = torch.addcmul(bias, xhat, weight)   # γ along the innermost dim (layer norm): one pass
-        else:                                       # per-channel γ: addcmul measured slower than this
-            y = xhat * weight if weight is not None else xhat.clone()
-            if bias is not None:
-                y.add_(bias)
+        y = _scale_shift(xhat, weight, bias)
         param = weight if weight is not None else bias
         ctx.param_dims = [] if param is None else [d for d in range(x.dim()) if param.shape[d] == 1]
         # γ (or β alone) constant inside every statistics group? Decided on the parameter present:
@@ -94,11 +89,7 @@ class _Normalize(torch.autograd.Function):
             dbias = (sum_dy.sum(extra, keepdim=True) if extra else sum_dy) if need_b else None
             dx = None
             if need_x:
-                dx = xhat * (sum_dy_xhat / n)
-                if ctx.centered:
-                    dx.add_(sum_dy / n)
-                dx = dy - dx
-                dx.mul_(rstd if weight is None else rstd * weight)
+                dx = _input_grad(dy, xhat, rstd, weight, sum_dy / n if ctx.centered else None, sum_dy_xhat / n)
             return dx, dweight, dbias, None, None, None
         # γ varies inside a group (layer norm's elementwise γ, group norm's per-channel γ)
         dweight = (dy * xhat).sum(param_dims, keepdim=True) if need_w else None
@@ -110,6 +101,24 @@ class _Normalize(torch.autograd.Function):
                 g.sub_(g.mean(dims, keepdim=True))  # mean(g·x̂) is unchanged: Σ x̂ = 0 per group
             dx = g.sub_(xhat * (g * xhat).mean(dims, keepdim=True))
         return dx, dweight, dbias, None, None, None
+
+
+def _scale_shift(xhat, weight, bias):
+    """y = x̂·γ + β as a new tensor (x̂ stays saved for backward)."""
+    if weight is not None and bias is not None and weight.shape[-1] == xhat.shape[-1] > 1:
+        return torch.addcmul(bias, xhat, weight)    # γ along the innermost dim (layer norm): one pass
+    y = xhat * weight if weight is not None else xhat.clone()   # per-channel γ: addcmul measured slower
+    return y.add_(bias) if bias is not None else y
+
+
+def _input_grad(dy, xhat, rstd, weight, mean_dy, mean_dy_xhat):
+    """dx = (dy − mean(dy) − x̂·mean(dy·x̂))·γ/std for γ constant per group, given the two group
+    means (mean_dy=None for RMS norm). SyncBatchNorm passes means taken across all replicas."""
+    dx = xhat * mean_dy_xhat
+    if mean_dy is not None:
+        dx.add_(mean_dy)
+    dx = dy - dx
+    return dx.mul_(rstd if weight is None else rstd * weight)
 
 
 def _normalize(x, weight, bias, dims, eps, centered=True):
