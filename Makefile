@@ -23,8 +23,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check normkit tests benchmarks slides_assets
 
-bench: install
+bench: install                  # normkit vs torch, slider latency and notebook run time, SyncBN cost
 	$(PY) benchmarks/bench_normkit.py
+	$(PY) benchmarks/bench_latency.py
+	$(PY) benchmarks/bench_distributed.py
 
 bench-latency: install
 	$(PY) benchmarks/bench_latency.py

@@ -90,7 +90,7 @@ class _Redrawer:
 
     def _only_animated_changed(self):
         fig = self.fig
-        if any(c.stale for c in fig.get_children() if c not in fig.axes) or set(fig.axes) != set(self.drawn):
+        if any(c.stale for c in self._shown(fig) if c not in fig.axes) or set(fig.axes) != set(self.drawn):
             return False
         for ax in fig.axes:
             limits, ids = self.drawn[ax]
@@ -101,10 +101,16 @@ class _Redrawer:
             for c in self._contents(ax):
                 if id(c) not in ids and not c.get_animated() and animated_z and c.get_zorder() >= min(animated_z):
                     c.set_animated(True)
-            still = [c for c in ax.get_children() if not c.get_animated()]
+            still = [c for c in self._shown(ax) if not c.get_animated()]
             if {id(c) for c in still} != ids or any(c.stale for c in still):
                 return False
         return True
+
+    @staticmethod
+    def _shown(parent):
+        """Visible children: a hidden artist is never drawn, so it stays `stale` for good (the
+        background of a twinx axes, say); hiding or showing one changes the set, so it is seen."""
+        return [c for c in parent.get_children() if c.get_visible()]
 
     @staticmethod
     def _limits(ax):
@@ -123,7 +129,7 @@ class _Redrawer:
                             c.set_animated(True)
         self.canvas.draw()                  # skips animated artists
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
-        self.drawn = {ax: (self._limits(ax), {id(c) for c in ax.get_children() if not c.get_animated()})
+        self.drawn = {ax: (self._limits(ax), {id(c) for c in self._shown(ax) if not c.get_animated()})
                       for ax in self.fig.axes}
         self._draw_animated()
 
