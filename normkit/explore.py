@@ -44,6 +44,7 @@ from IPython import get_ipython
 from IPython.display import Code, display
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 from PIL import Image as PILImage
 
 __all__ = ["interact", "cache", "show", "Panel", "PANELS"]
@@ -108,9 +109,11 @@ class _Redrawer:
 
     @staticmethod
     def _shown(parent):
-        """Visible children: a hidden artist is never drawn, so it stays `stale` for good (the
-        background of a twinx axes, say); hiding or showing one changes the set, so it is seen."""
-        return [c for c in parent.get_children() if c.get_visible()]
+        """Children that draw something. A hidden artist (a twinx axes' background) or an empty
+        text (every axes' unused left/right titles) is never drawn, so it stays `stale` for good;
+        hiding, showing, emptying or filling one changes this set, so that change is still seen."""
+        return [c for c in parent.get_children()
+                if c.get_visible() and not (isinstance(c, Text) and not c.get_text())]
 
     @staticmethod
     def _limits(ax):
@@ -120,8 +123,9 @@ class _Redrawer:
         if self.background is not None:     # an update changed these: animate them and all above
             for ax in self.fig.axes:
                 ids = self.drawn.get(ax, (None, set()))[1]
-                changed = [c for c in self._contents(ax)
-                           if not c.get_animated() and (c.stale or id(c) not in ids)]
+                shown = {id(c) for c in self._shown(ax)}
+                changed = [c for c in self._contents(ax) if id(c) in shown
+                           and not c.get_animated() and (c.stale or id(c) not in ids)]
                 if changed:
                     z = min(c.get_zorder() for c in changed)
                     for c in self._contents(ax):

@@ -216,3 +216,19 @@ def test_twin_axes_are_blitted_and_hiding_an_artist_redraws(shown):
         # at a few anti-aliased pixels. Anything more (a stale or missing artist) is a bug.
         differ = (_pixels(panel.image.value) != _full_render(fig)).any(-1)
         assert differ.mean() < 1e-3, f"k={k}: {differ.sum()} pixels differ"
+
+
+def test_an_unchanged_legend_stays_in_the_background(shown):
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    ax.plot(x, 0 * x + 2.5, label="fixed")
+    line, = ax.plot(x, x, label="moving", zorder=6)   # above the legend: the legend never changes
+    ax.set(ylim=(0, 3))
+    legend = ax.legend(loc="upper left")
+
+    panel = explore.interact(fig, lambda k: line.set_ydata(x + k),
+                             k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    for k in (0.5, 1.0, 1.5, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert line.get_animated() and not legend.get_animated() and not ax.title.get_animated()
