@@ -23,6 +23,10 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check normkit tests benchmarks slides_assets
 
+# glibc returns big freed blocks to the OS and then page-faults them back in; that made timings
+# swing 2x between runs on this VM. Keep them in the heap while benchmarking.
+bench: export MALLOC_MMAP_THRESHOLD_ = 4294967296
+bench: export MALLOC_TRIM_THRESHOLD_ = 4294967296
 bench: install                  # normkit vs torch, slider latency and notebook run time, SyncBN cost
 	$(PY) benchmarks/bench_normkit.py
 	$(PY) benchmarks/bench_latency.py
