@@ -171,6 +171,10 @@ class Panel:
         png = self._redrawer.png()          # the first draw runs the layout engine ...
         if fig.get_layout_engine() is not None:
             fig.set_layout_engine("none")   # ... then the layout stays put (see the module docstring)
+        # Rehearse one slider move: the artists update() touches come out stale, so they are
+        # animated and the background is cached now, not on the student's first move.
+        update(**self.values)
+        self._redrawer.png(fast=True)
         # natural size (a flex column would stretch the picture and blur it), shrinks on narrow screens
         self.image = widgets.Image(value=png, format="png", layout={"align_self": "flex-start"})
         self.image.add_class("normkit-figure")

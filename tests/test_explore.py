@@ -146,10 +146,10 @@ def test_blitted_frames_equal_a_full_redraw(shown):
 def test_blitting_skips_the_axes_and_reuses_the_background(shown):
     panel = _panel()
     redrawer = panel._redrawer
-    panel.controls["lam"].value = 2                # first change: full draw, then animated
-    background = redrawer.background
+    background = redrawer.background                # cached when the panel was built
+    panel.controls["lam"].value = 2                 # so even the first move is blitted
     panel.controls["lam"].value = 0.5
-    assert redrawer.background is background       # blitted over the same background
+    assert redrawer.background is background
     line = panel.fig.axes[0].lines[0]
     assert line.get_animated() and not panel.fig.axes[0].xaxis.get_animated()
 
