@@ -24,7 +24,7 @@ import math
 import torch
 from torch import nn
 
-from . import layers
+from . import layers, optim
 from .functional import _check_range, gaussian_noise
 
 __all__ = ["dropout_train_variance", "dropout_moments", "variance_shift", "bn_input_variance", "recalibrate_bn",
@@ -346,17 +346,13 @@ def tiny_net(hidden=8, n=12, steps=400, seed=0):
         out = (w2[:, :, None] * torch.tanh(w1 * x + b1)).sum(1) + thetas[:, 3 * h:]
         return 0.5 * ((out - y) ** 2).mean(1)
 
-    # Adam written out (lr 0.03, betas 0.9/0.999): torch.optim's first use imports torch._dynamo (~1 s)
-    theta = torch.randn(3 * h + 1, generator=g, dtype=torch.float64) * 1.5
-    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
-    for t in range(1, steps + 1):
-        theta.requires_grad_(True)
-        grad, = torch.autograd.grad(loss_fn(theta[None])[0], theta)
-        theta = theta.detach()
-        m.mul_(0.9).add_(0.1 * grad)
-        v.mul_(0.999).add_(0.001 * grad * grad)
-        theta -= 0.03 * (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
-    return loss_fn, theta
+    theta = (torch.randn(3 * h + 1, generator=g, dtype=torch.float64) * 1.5).requires_grad_()
+    opt = optim.Adam([theta], lr=0.03)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(theta[None])[0].backward()
+        opt.step()
+    return loss_fn, theta.detach()
 
 
 def bn_noise(z, batch_size, n_batches=2000, seed=0):
