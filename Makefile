@@ -17,8 +17,14 @@ $(STAMP): requirements.txt pyproject.toml
 lab: install
 	$(VENV)/bin/jupyter lab $(ROOT) --ServerApp.port=$(PORT) notebooks/00_start_here.ipynb
 
+# Every test on this CPU's kernels, then the notebooks and the claims their text makes once more on
+# torch's portable kernels (no AVX, MKL's reproducible mode): what nbval compares and what the
+# tests assert must hold on every CPU, not only on the one that executed the notebooks.
+PORTABLE_KERNELS := ATEN_CPU_CAPABILITY=default MKL_CBWR=COMPATIBLE MKL_ENABLE_INSTRUCTIONS=SSE4_2
+
 test: install
 	$(PY) -m pytest -n 2 --dist loadscope
+	env $(PORTABLE_KERNELS) $(PY) -m pytest -n 2 --dist loadscope notebooks tests -k "claim or ipynb"
 
 lint: install
 	$(VENV)/bin/ruff check normkit tests benchmarks slides_assets

@@ -167,3 +167,40 @@ def test_checker_reports_an_exception_and_a_wrong_shape(capsys):
     assert "✗ running_mean: your function raised RuntimeError: not yet" in capsys.readouterr().out
     assert not nk.check.running_mean(lambda rm, b, m: b)
     assert "expected a tensor of shape (5,)" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- claims of notebook 04
+@pytest.fixture(scope="module")
+def trained_bn_mlp():
+    """Notebook 04's forgetting-eval() model: 150 SGD steps of a 64-32-10 MLP with BN."""
+    data = nk.data.digits()
+    torch.manual_seed(0)
+    model = nk.models.mlp([64, 32, 10], norm="batch")
+    hist = nk.train.fit(model, data, steps=150, batch_size=32, lr=0.1, eval_every=150)
+    return data, model, hist
+
+
+def test_claim_forgetting_eval_makes_a_prediction_depend_on_the_batch(trained_bn_mlp):
+    """'In eval mode the answer is the same in every batch (about 0.97); in training mode among 31
+    other 6s it falls to about 0.35, in a batch of two to about 0.14, among copies of itself lower.'"""
+    data, model, hist = trained_bn_mlp
+    assert 0.93 < hist.final_test_acc < 0.98
+    x0, label = data.x_test[0], data.y_test[0].item()
+    company = [data.x_test[1:32], data.x_test[data.y_test == label][1:32],
+               data.x_test[data.y_test == (label + 1) % 10][:31], data.x_test[1:2], x0.repeat(31, 1)]
+    p_train, p_eval = bx.prediction_by_company(model, x0, label, company)
+    assert max(p_eval) - min(p_eval) < 1e-6 and 0.93 < p_eval[0] < 0.99
+    assert p_train[0] > 0.85 and 0.2 < p_train[1] < 0.5 and p_train[3] < 0.3 and p_train[4] < 0.2
+
+
+def test_claim_bn_placement_is_within_the_noise_of_five_seeds():
+    """'after − before is about −0.5 to −0.8 points, standard error about 0.5 points: less than two
+    standard errors from zero; a benchmark-sized gain for "after" (+2.5 points) would have shown.'"""
+    acc = bx.placement_experiment(nk.data.digits(), seeds=(0, 1, 2, 3, 4), sizes=(64, 32, 32, 10),
+                                  steps=100, batch_size=32, lr=0.1)
+    before, after = torch.tensor(acc["before"]), torch.tensor(acc["after"])
+    assert not torch.equal(before, after)                           # the placements really differ
+    diff = after - before
+    se = diff.std() / 5 ** 0.5
+    assert 0.93 < before.mean() < 0.98 and 0.93 < after.mean() < 0.98
+    assert -0.012 < diff.mean() < 0.0 and abs(diff.mean()) < 2 * se and 0.002 < se < 0.01

@@ -80,3 +80,31 @@ def test_check_ensemble_predict(capsys):
     assert out.startswith("✗ ensemble_predict:") and "expected class" in out and "got" in out
     assert not nk.check.ensemble_predict(lambda ms, x: None)
     assert "got None" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- claims of notebook 01
+def test_claim_a_wide_mlp_memorizes_50_digits():
+    h = gen.overfit_run(n_train=50, width=256)
+    assert h.train_acc[-1] == 1.0 and 0.8 < h.final_test_acc < 0.9 and 0.1 < h.gap < 0.2
+
+
+def test_claim_more_data_closes_the_gap_width_alone_does_not():
+    """'For every width the gap shrinks as the training set grows, from about 0.4–0.5 at 20 images to
+    0.04 or less at 1,300; widths 16–256 memorize up to 100 images; width 256 is within 0.01 of
+    width 64 or better; the narrowest net has small gaps by underfitting (test accuracy ≤ about 0.6).'"""
+    sizes, widths = (20, 50, 100, 200, 500, 1300), (4, 16, 64, 256)
+    grid = gen.gap_grid(sizes, widths)
+    for w in widths:
+        gaps = [grid[n, w].gap for n in sizes]
+        assert gaps[-1] <= 0.05 and gaps[-1] < gaps[0] - 0.3
+    for w in (16, 64, 256):
+        assert 0.35 < grid[20, w].gap < 0.5 and all(grid[n, w].train_acc[-1] == 1.0 for n in (20, 50, 100))
+        assert [grid[n, w].gap for n in sizes[:4]] == sorted((grid[n, w].gap for n in sizes[:4]), reverse=True)
+    assert all(grid[n, 256].final_test_acc >= grid[n, 64].final_test_acc - 0.015 for n in sizes)
+    assert all(grid[n, 64].final_test_acc > grid[n, 16].final_test_acc for n in sizes)
+    assert max(grid[n, 4].final_test_acc for n in sizes) < 0.7
+
+
+def test_claim_the_same_network_fits_random_labels():
+    noise = gen.overfit_run(200, 256, steps=300, label_noise=0.9)
+    assert noise.train_acc[-1] == 1.0 and noise.final_test_acc < 0.15

@@ -217,3 +217,16 @@ def test_check_rms_norm(capsys):
     assert capsys.readouterr().out.startswith("✓")
     assert not nk.check.rms_norm(lambda x, eps: _normalize(x, (-1,), eps))
     assert capsys.readouterr().out.startswith("✗")
+
+
+# ----------------------------------------------------------------------------- claims of notebook 05
+def test_claim_wu_he_in_miniature():
+    """'BN's final error goes from about 2.5 % at B = 32 to about 5 % at B = 2, about twice as high;
+    GN is flat (one run), at about 7 %, above BN at every B.' (300 steps, the notebook's settings)"""
+    sizes = (32, 16, 8, 4, 2)
+    runs = na.batch_size_sweep(nk.data.digits(images=True), sizes=sizes, steps=300, lr=0.01, groups=4)
+    bn = [runs["batch", b].final_error for b in sizes]
+    gn = [runs["group", b].final_error for b in sizes]
+    assert 1.5 < bn[0] < 3.5 and 4.0 < bn[-1] < 7.0 and 1.6 < bn[-1] / bn[0] < 3.0
+    assert max(bn[:4]) < 4.0                                        # 32 → 4: a few test digits
+    assert len(set(gn)) == 1 and 5.5 < gn[0] < 9.0 and gn[0] > max(bn)
