@@ -324,3 +324,22 @@ def test_claim_per_replica_bn_fails_at_small_batches_and_sync_bn_does_not():
     assert gap[3] > 0.08 and gap[4] > 0.02                                  # 0.15–0.17, 0.05–0.06
     assert abs(gap[8]) < 0.02 and abs(gap[16]) < 0.02
     assert min(final["sync", b] for b in (2, 3, 4, 8, 16)) > 0.88
+
+
+def test_claim_float32_sums_lose_the_variance_and_centred_replica_sums_keep_it():
+    """Notebook 10's table: the naive float32 Σx, Σx² variance is noise at mean 10⁴, while the sums
+    that replica_stats sends keep ~4 digits (relative errors; their last digits depend on the CPU)."""
+    x64 = torch.randn(192, 8, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    errors = []
+    for offset in (0.0, 1e2, 1e3, 1e4):
+        x = (x64 + offset).float()
+        truth = x.double().var((0, 2), correction=0)
+        parts = x.split([50, 80, 62])
+        s1, s2 = sum(p.sum((0, 2)) for p in parts), sum((p * p).sum((0, 2)) for p in parts)
+        naive = s2 / 192 - (s1 / 192) ** 2
+        s = sum(D.replica_stats(p)[0] for p in parts)
+        ours = s[8:16] / s[16] - (s[:8] / s[16]) ** 2
+        errors.append([((v.double() - truth).abs() / truth).max().item() for v in (naive, ours)])
+    naive, ours = zip(*errors)
+    assert naive[0] < 1e-5 and naive[2] > 1e-2 and naive[3] > 1
+    assert max(ours) < 1e-3
