@@ -26,15 +26,26 @@ How it works, and why this way:
 - Redraws are blitted (`_Redrawer`): what update() changed is drawn over a cached background that
   holds the ticks and their labels, the costly part of a draw. So keep axis limits fixed where you
   can (set them once to cover every slider value): a limits change costs a full draw.
+- Frames are cached by slider values. While a student drags, ipywidgets sends the next value only
+  once the kernel is idle again, so the frames per second are 1 / (kernel time + round trip); a
+  blitted frame still costs 15-80 ms on a 2-core machine (text and legends drawn over a changed line
+  are redrawn, then ~10-20 ms of PNG encoding). So a panel whose sliders have few combinations of
+  values (at most PRECOMPUTE: most have 4-31) draws every one when it is built, and any other panel
+  keeps the frames it has drawn (the last KEEP_FRAMES): a drag, or a move back, swaps in the PNG.
+  Hence update() must draw the same picture for the same values: no state carried from call to
+  call (give artists it creates explicit colours; seed random draws inside it).
 - If update() raises, the traceback appears under the figure (a callback's error would otherwise
   vanish into JupyterLab's log) and the figure keeps its last good state.
 
 Expensive work (a training run per slider value) goes in a function decorated with `cache`.
 """
 import base64
+import collections
 import functools
 import inspect
 import io
+import itertools
+import math
 import time
 import traceback
 
@@ -51,6 +62,8 @@ __all__ = ["interact", "cache", "show", "Panel", "PANELS"]
 
 PANELS = []                                 # every panel built in this kernel (make bench-latency)
 cache = functools.lru_cache(maxsize=None)   # memoize per slider value: @explore.cache
+PRECOMPUTE = 48         # a panel with at most this many value combinations draws them all when built
+KEEP_FRAMES = 256       # encoded frames kept per panel (~60-90 kB each), least recently shown dropped
 _FRAME = (Axis,)                            # ticks and their labels: the costly part, never animated
 
 
@@ -171,10 +184,12 @@ class Panel:
         png = self._redrawer.png()          # the first draw runs the layout engine ...
         if fig.get_layout_engine() is not None:
             fig.set_layout_engine("none")   # ... then the layout stays put (see the module docstring)
+        # Encoded frames by slider values: showing a value again is a lookup, not a draw.
+        self._frames = collections.OrderedDict()
         # Rehearse one slider move: the artists update() touches come out stale, so they are
         # animated and the background is cached now, not on the student's first move.
-        update(**self.values)
-        self._redrawer.png(fast=True)
+        self._frames[self._key()] = self._draw(self.values)
+        self.precomputed = self._precompute()
         # natural size (a flex column would stretch the picture and blur it), shrinks on narrow screens
         self.image = widgets.Image(value=png, format="png", layout={"align_self": "flex-start"})
         self.image.add_class("normkit-figure")
@@ -200,16 +215,45 @@ class Panel:
     def values(self):
         return {name: w.value for name, w in self.controls.items()}
 
+    def _key(self):
+        return tuple(self.values.values())
+
+    def _draw(self, values):
+        self.update(**values)
+        return self._redrawer.png(fast=True)
+
+    def _precompute(self):
+        """Draw every combination of values now, when there are few (at most PRECOMPUTE): a drag
+        then only swaps pictures. Returns how many frames are cached."""
+        grids = [_range(w) for w in self.controls.values()]
+        if all(grids) and math.prod(map(len, grids)) <= PRECOMPUTE:
+            for combo in itertools.product(*grids):
+                if combo not in self._frames:
+                    try:
+                        self._frames[combo] = self._draw(dict(zip(self.controls, combo)))
+                    except Exception:       # shown under the figure if the student gets there
+                        pass
+            self.update(**self.values)      # the figure's artists show the values on screen again
+        return len(self._frames)
+
     def _on_change(self, _change):
         t0, c0 = time.perf_counter(), time.process_time()
+        key = self._key()
+        png = self._frames.get(key)
         try:
+            # update() even for a cached frame (cheap next to a draw): the figure's artists always
+            # show the slider values, and a later redraw starts from there
             self.update(**self.values)
-            png = self._redrawer.png(fast=True)
+            if png is None:
+                png = self._frames[key] = self._redrawer.png(fast=True)
         except Exception as e:              # show it under the figure; keep the last good picture
             self.error = e
             self.errors.outputs = ({"output_type": "stream", "name": "stderr",
                                     "text": "".join(traceback.format_exception(e))},)
             return
+        self._frames.move_to_end(key)
+        while len(self._frames) > KEEP_FRAMES:
+            self._frames.popitem(last=False)
         self.image.value = png
         if self.error is not None:
             self.error = None
@@ -217,42 +261,54 @@ class Panel:
         self.timings_ms.append(1e3 * (time.perf_counter() - t0))
         self.cpu_ms.append(1e3 * (time.process_time() - c0))
 
-    def sweep(self, max_values=40):
-        """Time the update across each control's whole range; restore the defaults after.
+    def sweep(self, max_values=40, cold=False):
+        """Time the slider callback across each control's whole range; restore the defaults after.
 
+        cold: empty the frame cache before every value, to time update() + redraw + PNG instead of
+        what a student meets (a cached frame where there is one).
         Returns {control name: [wall-clock milliseconds per value]}; the CPU times are left in
         `self.sweep_cpu_ms`. Used by `make bench-latency`. Raises the first error an update raised.
         """
         out, self.sweep_cpu_ms = {}, {}
+        kept = self._frames
         for name, w in self.controls.items():
             default = w.value
             values = _range(w, max_values)
             self.timings_ms.clear()
             self.cpu_ms.clear()
             for v in values:
+                if cold:
+                    self._frames = collections.OrderedDict()
                 w.value = v
                 if self.error is not None:
                     raise RuntimeError(f"update({name}={v!r}) failed") from self.error
             out[name], self.sweep_cpu_ms[name] = list(self.timings_ms), list(self.cpu_ms)
             w.value = default
+        self._frames = kept
         return out
 
 
-def _range(w, max_values):
-    """Up to max_values values across a control's range, for `sweep`."""
+def _range(w, max_values=None):
+    """The values a control can take (up to max_values of them, evenly spread), or [] if unknown.
+
+    Slider values are rounded as the browser's slider rounds them (0.3, not 0.1 * 3), so that a
+    precomputed frame is found when the student gets there.
+    """
     if hasattr(w, "options"):
         values = [o[1] if isinstance(o, tuple) else o for o in w.options]
     elif isinstance(w.value, bool):
         values = [not w.value, w.value]
     elif isinstance(w, widgets.FloatLogSlider):
         n = int(round((w.max - w.min) / w.step)) + 1
-        values = [w.base ** (w.min + i * w.step) for i in range(n)]
+        values = [w.base ** round(w.min + i * w.step, 10) for i in range(n)]
     elif hasattr(w, "min") and hasattr(w, "step") and not isinstance(w.value, tuple):
         n = int(round((w.max - w.min) / w.step)) + 1
         values = [w.min + i * w.step for i in range(n)]
+        if isinstance(w.value, float):
+            values = [round(v, 10) for v in values]
     else:
         return []
-    stride = max(1, len(values) // max_values)
+    stride = max(1, len(values) // max_values) if max_values else 1
     return values[::stride]
 
 
