@@ -288,3 +288,9 @@ def test_many_values_are_cached_as_shown_and_the_last_frame_is_right(shown, monk
     # drawn: (1.1, 1), (1.2, 1), (1.2, 0.9), (1.1, 0.9), then (1, 1) again: the least recently
     # shown frame was dropped when the fifth came; (1.1, 1) and (1.2, 1) were found
     assert len(draws) == 5 and len(panel._frames) == 4
+
+
+def test_live_frames_are_lossless_pngs():
+    rgba = np.random.default_rng(0).integers(0, 256, (7, 13, 4), dtype=np.uint8)   # odd sizes, any alpha
+    image = Image.open(io.BytesIO(explore._png(rgba)))
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image), rgba)
