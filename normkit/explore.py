@@ -74,11 +74,12 @@ class _Redrawer:
     """Draws a figure to PNG, redrawing only what update() changed when it can (blitting).
 
     matplotlib marks an artist `stale` when a setter changes it. The first time update() changes
-    the contents of an axes (lines, patches, texts, legends), those artists and everything above
-    them in z-order become `animated`: the figure is drawn once without them (the background, kept)
-    and later frames restore the background and draw only them. That skips the expensive part of a
-    draw, the ticks and their text. Anything else that changed (limits, tick labels, a figure-level
-    title, added or removed artists below) gets a full draw and a new background.
+    the contents of an axes (lines, patches, texts, legends), those artists and everything painted
+    after them (above in z-order, or added later at the same zorder) become `animated`: the figure
+    is drawn once without them (the background, kept) and later frames restore the background and
+    draw only them. That skips the expensive part of a draw, the ticks and their text. Anything
+    else that changed (limits, tick labels, a figure-level title, added or removed artists below)
+    gets a full draw and a new background.
     """
 
     def __init__(self, fig):
@@ -142,13 +143,13 @@ class _Redrawer:
             for ax in self.fig.axes:
                 ids = self.drawn.get(ax, (None, set()))[1]
                 shown = {id(c) for c in self._shown(ax)}
-                changed = [c for c in self._contents(ax) if id(c) in shown
+                # in the order Axes.draw paints them (by zorder; ties in the order added)
+                order = sorted(self._contents(ax), key=lambda c: c.get_zorder())
+                changed = [i for i, c in enumerate(order) if id(c) in shown
                            and not c.get_animated() and (c.stale or id(c) not in ids)]
                 if changed:
-                    z = min(c.get_zorder() for c in changed)
-                    for c in self._contents(ax):
-                        if c.get_zorder() >= z:
-                            c.set_animated(True)
+                    for c in order[changed[0]:]:
+                        c.set_animated(True)
         self.canvas.draw()                  # skips animated artists
         self.background = self.canvas.copy_from_bbox(self.fig.bbox)
         self.drawn = {ax: (self._limits(ax), {id(c) for c in self._shown(ax) if not c.get_animated()})

@@ -294,3 +294,18 @@ def test_live_frames_are_lossless_pngs():
     rgba = np.random.default_rng(0).integers(0, 256, (7, 13, 4), dtype=np.uint8)   # odd sizes, any alpha
     image = Image.open(io.BytesIO(explore._png(rgba)))
     assert image.mode == "RGBA" and np.array_equal(np.asarray(image), rgba)
+
+
+def test_artists_painted_before_the_changed_ones_stay_in_the_background(shown, every_change_draws):
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    dots, = ax.plot(x, 1.5 - x, "o")                # same zorder as the line, added first: painted under it
+    line, = ax.plot(x, x)
+    after, = ax.plot(x, 0 * x + 0.5, lw=4)          # same zorder, added after: painted over it
+    ax.set(ylim=(0, 3))
+    panel = explore.interact(fig, lambda k: line.set_ydata(x + k),
+                             k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    for k in (0.5, 1.0, 1.5, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert line.get_animated() and after.get_animated() and not dots.get_animated()
