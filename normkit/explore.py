@@ -65,7 +65,7 @@ __all__ = ["interact", "cache", "show", "Panel", "PANELS"]
 
 PANELS = []                                 # every panel built in this kernel (make bench-latency)
 cache = functools.lru_cache(maxsize=None)   # memoize per slider value: @explore.cache
-PRECOMPUTE = 48         # a panel with at most this many value combinations draws them all when built
+PRECOMPUTE = 48         # a panel with at most this many value combinations draws them all when built (0: none)
 KEEP_FRAMES = 256       # encoded frames kept per panel (~60-90 kB each), least recently shown dropped
 _FRAME = (Axis,)                            # ticks and their labels: the costly part, never animated
 
@@ -249,16 +249,29 @@ class Panel:
 
     def _precompute(self):
         """Draw every combination of values now, when there are few (at most PRECOMPUTE): a drag
-        then only swaps pictures. Returns how many frames are cached."""
+        then only swaps pictures. Otherwise draw one step of each slider from its default: what
+        update() changes with each slider (a title that did not change in the rehearsal) is then
+        animated already, and the first arrow key press finds its frame. Returns how many frames
+        are cached."""
         grids = [_range(w) for w in self.controls.values()]
+        if PRECOMPUTE <= 0:                 # turned off
+            return len(self._frames)
         if all(grids) and math.prod(map(len, grids)) <= PRECOMPUTE:
-            for combo in itertools.product(*grids):
-                if combo not in self._frames:
-                    try:
-                        self._frames[combo] = self._draw(dict(zip(self.controls, combo)))
-                    except Exception:       # shown under the figure if the student gets there
-                        pass
-            self.update(**self.values)      # the figure's artists show the values on screen again
+            combos = list(itertools.product(*grids))
+        else:
+            combos = []
+            for i, (values, w) in enumerate(zip(grids, self.controls.values())):
+                at = values.index(w.value) if w.value in values else -1
+                if at >= 0 and len(values) > 1:
+                    step = values[at + 1] if at + 1 < len(values) else values[at - 1]
+                    combos.append(self._key()[:i] + (step,) + self._key()[i + 1:])
+        for combo in combos:
+            if combo not in self._frames:
+                try:
+                    self._frames[combo] = self._draw(dict(zip(self.controls, combo)))
+                except Exception:           # shown under the figure if the student gets there
+                    pass
+        self.update(**self.values)          # the figure's artists show the values on screen again
         return len(self._frames)
 
     def _on_change(self, _change):
