@@ -214,7 +214,9 @@ class Panel:
         # Rehearse one slider move: the artists update() touches come out stale, so they are
         # animated and the background is cached now, not on the student's first move.
         self._frames[self._key()] = self._draw(self.values)
-        self.precomputed = self._precompute()
+        t0 = time.perf_counter()
+        self.precomputed = self._precompute()              # frames cached when built, and the
+        self.precompute_ms = 1e3 * (time.perf_counter() - t0)  # time that took (make bench-latency)
         # natural size (a flex column would stretch the picture and blur it), shrinks on narrow screens
         self.image = widgets.Image(value=png, format="png", layout={"align_self": "flex-start"})
         self.image.add_class("normkit-figure")
