@@ -318,6 +318,10 @@ def main(argv=None):
     parser.add_argument("--presses", type=int, default=8, help="key presses per slider (browser side)")
     args = parser.parse_args(argv)
     os.environ.pop("MPLBACKEND", None)     # kernels use the inline backend, as in JupyterLab
+    # the kernels keep freed memory in their heap, as under `make bench` (see the Makefile), also
+    # when this runs from `make bench-latency` or by hand
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", "4294967296")
+    os.environ.setdefault("MALLOC_TRIM_THRESHOLD_", "4294967296")
     paths = [p.resolve() for p in args.notebooks]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
