@@ -23,6 +23,13 @@ def shown(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def every_change_draws(monkeypatch):
+    """No precomputed or cached frames: each slider change runs update() and the blitted redraw."""
+    monkeypatch.setattr(explore, "PRECOMPUTE", 0)
+    monkeypatch.setattr(explore, "KEEP_FRAMES", 0)
+
+
 def _panel(**slider):
     fig, ax = plt.subplots(figsize=(4, 2), layout="constrained")
     w = np.linspace(-2, 2, 50)
@@ -135,7 +142,7 @@ def _two_panel_figure():
     return fig, update
 
 
-def test_blitted_frames_equal_a_full_redraw(shown):
+def test_blitted_frames_equal_a_full_redraw(shown, every_change_draws):
     fig, update = _two_panel_figure()
     panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1, step=0.25))
     for k in (0.25, 0.5, 1.0, 0.0, 0.75):
@@ -143,7 +150,7 @@ def test_blitted_frames_equal_a_full_redraw(shown):
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
 
 
-def test_blitting_skips_the_axes_and_reuses_the_background(shown):
+def test_blitting_skips_the_axes_and_reuses_the_background(shown, every_change_draws):
     panel = _panel()
     redrawer = panel._redrawer
     background = redrawer.background                # cached when the panel was built
@@ -154,7 +161,7 @@ def test_blitting_skips_the_axes_and_reuses_the_background(shown):
     assert line.get_animated() and not panel.fig.axes[0].xaxis.get_animated()
 
 
-def test_new_and_removed_artists_are_drawn_correctly(shown):
+def test_new_and_removed_artists_are_drawn_correctly(shown, every_change_draws):
     fig, ax = plt.subplots(figsize=(4, 2))
     x = np.linspace(0, 1, 20)
     ax.plot(x, x, zorder=3)
@@ -171,7 +178,7 @@ def test_new_and_removed_artists_are_drawn_correctly(shown):
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"h={h}"
 
 
-def test_a_rebuilt_legend_is_blitted_too(shown):
+def test_a_rebuilt_legend_is_blitted_too(shown, every_change_draws):
     fig, ax = plt.subplots(figsize=(4, 2))
     x = np.linspace(0, 1, 20)
     line, = ax.plot(x, x, label="k = 0")
@@ -192,7 +199,7 @@ def test_a_rebuilt_legend_is_blitted_too(shown):
     assert panel._redrawer.background is background
 
 
-def test_twin_axes_are_blitted_and_hiding_an_artist_redraws(shown):
+def test_twin_axes_are_blitted_and_hiding_an_artist_redraws(shown, every_change_draws):
     fig, ax = plt.subplots(figsize=(4, 2))
     twin = ax.twinx()                               # its background patch is hidden: always stale
     x = np.linspace(0, 1, 20)
@@ -218,7 +225,7 @@ def test_twin_axes_are_blitted_and_hiding_an_artist_redraws(shown):
         assert differ.mean() < 1e-3, f"k={k}: {differ.sum()} pixels differ"
 
 
-def test_an_unchanged_legend_stays_in_the_background(shown):
+def test_an_unchanged_legend_stays_in_the_background(shown, every_change_draws):
     fig, ax = plt.subplots(figsize=(4, 2))
     x = np.linspace(0, 1, 20)
     ax.plot(x, 0 * x + 2.5, label="fixed")
@@ -232,3 +239,73 @@ def test_an_unchanged_legend_stays_in_the_background(shown):
         panel.controls["k"].value = k
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
     assert line.get_animated() and not legend.get_animated() and not ax.title.get_animated()
+
+
+def _count_draws(panel):
+    """Record each redraw of the panel's figure in the returned list."""
+    draws, png = [], panel._redrawer.png
+    panel._redrawer.png = lambda fast=False: draws.append(fast) or png(fast)
+    return draws
+
+
+def test_few_values_are_all_drawn_when_built_and_each_frame_is_right(shown):
+    fig, update = _two_panel_figure()
+    panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1, step=0.25))
+    assert panel.precomputed == 5
+    draws = _count_draws(panel)
+    for k in (0.25, 1.0, 0.5, 0.0, 0.75, 0.5):
+        panel.controls["k"].value = k
+        # the picture shown is a full draw of the figure for this value
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert draws == []                              # sliding only swapped pictures
+
+
+def test_float_values_as_the_browser_sends_them_are_precomputed(shown):
+    panel = _panel(value=0.5, min=0, max=1, step=0.1)
+    assert panel.precomputed == 11
+    assert {(0.3,), (0.7,), (1.0,)} <= set(panel._frames)   # 0.3, as the slider sends it, not 0.1 * 3
+
+
+def test_many_values_are_cached_as_shown_and_the_last_frame_is_right(shown, monkeypatch):
+    monkeypatch.setattr(explore, "KEEP_FRAMES", 4)
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    line, = ax.plot(x, x)
+    note = ax.text(0.05, 2.5, "")
+    ax.set(ylim=(-1, 3))
+
+    def update(a, b):
+        line.set_ydata(a * x + b)
+        note.set_text(f"a = {a:.1f}, b = {b:.1f}")
+
+    a, b = (widgets.FloatSlider(value=1, min=0, max=2, step=0.1) for _ in range(2))
+    panel = explore.interact(fig, update, a=a, b=b)
+    assert panel.precomputed == 3                   # 21 × 21 values: the defaults and one step of each
+    draws = _count_draws(panel)
+    for slider, v in [(a, 1.1), (a, 1.2), (b, 0.9), (a, 1.1), (b, 1.0), (a, 1.2), (a, 1.0)]:
+        slider.value = v
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), panel.values
+    # drawn: (1.2, 1), (1.2, 0.9), (1.1, 0.9), then (1, 1) again: the least recently shown frame is
+    # dropped when a fifth comes; (1.1, 1), built with the panel, and (1.2, 1) were found
+    assert len(draws) == 4 and len(panel._frames) == 4
+
+
+def test_live_frames_are_lossless_pngs():
+    rgba = np.random.default_rng(0).integers(0, 256, (7, 13, 4), dtype=np.uint8)   # odd sizes, any alpha
+    image = Image.open(io.BytesIO(explore._png(rgba)))
+    assert image.mode == "RGBA" and np.array_equal(np.asarray(image), rgba)
+
+
+def test_artists_painted_before_the_changed_ones_stay_in_the_background(shown, every_change_draws):
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    dots, = ax.plot(x, 1.5 - x, "o")                # same zorder as the line, added first: painted under it
+    line, = ax.plot(x, x)
+    after, = ax.plot(x, 0 * x + 0.5, lw=4)          # same zorder, added after: painted over it
+    ax.set(ylim=(0, 3))
+    panel = explore.interact(fig, lambda k: line.set_ydata(x + k),
+                             k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    for k in (0.5, 1.0, 1.5, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert line.get_animated() and after.get_animated() and not dots.get_animated()
