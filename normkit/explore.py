@@ -147,6 +147,13 @@ class _Redrawer:
                 order = sorted(self._contents(ax), key=lambda c: c.get_zorder())
                 changed = [i for i, c in enumerate(order) if id(c) in shown
                            and not c.get_animated() and (c.stale or id(c) not in ids)]
+                # An axes title sits above the axes, clear of what they paint: a changed title is
+                # animated alone, so a legend painted after it stays in the background.
+                titles = {id(t) for t in (ax.title, ax._left_title, ax._right_title)}
+                for i in changed:
+                    if id(order[i]) in titles:
+                        order[i].set_animated(True)
+                changed = [i for i in changed if id(order[i]) not in titles]
                 if changed:
                     for c in order[changed[0]:]:
                         c.set_animated(True)

@@ -309,3 +309,27 @@ def test_artists_painted_before_the_changed_ones_stay_in_the_background(shown, e
         panel.controls["k"].value = k
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
     assert line.get_animated() and after.get_animated() and not dots.get_animated()
+
+
+def test_a_changed_title_is_animated_alone(shown, every_change_draws):
+    """A title is painted before a legend (zorder 3 < 5) but clear of it: changing the title must
+    not drag the legend, whose text is costly to draw, into every frame."""
+    fig, ax = plt.subplots(figsize=(4, 2))
+    x = np.linspace(0, 1, 20)
+    ax.plot(x, 0 * x + 2.5, label="fixed")
+    ax.set(ylim=(0, 3))
+    legend = ax.legend(loc="upper left")
+    title = ax.set_title("")
+    twin = ax.twinx()
+    line, = twin.plot(x, x, color="C1")
+    twin.set_ylim(0, 3)
+
+    def update(k):
+        line.set_ydata(x + k)
+        title.set_text(f"k = {k:.1f}, a longer title at the end" if k > 1 else f"k = {k:.1f}")
+
+    panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    for k in (0.5, 1.5, 1.0, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert title.get_animated() and line.get_animated() and not legend.get_animated()
