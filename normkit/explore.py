@@ -59,6 +59,7 @@ from IPython.display import Code, display
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 from PIL import Image as PILImage
 
 __all__ = ["interact", "cache", "show", "Panel", "PANELS"]
@@ -134,6 +135,17 @@ class _Redrawer:
         return [c for c in parent.get_children()
                 if c.get_visible() and not (isinstance(c, Text) and not c.get_text())]
 
+    def _clear_title(self, ax, order, i, shown):
+        """Is order[i] one of ax's titles, and does nothing painted after it overlap its band?"""
+        title = order[i]
+        if title not in (ax.title, ax._left_title, ax._right_title):
+            return False
+        renderer = self.canvas.get_renderer()
+        box = title.get_window_extent(renderer)
+        band = Bbox([[0, box.y0], [self.fig.bbox.width, box.y1]])     # the text may grow sideways
+        return not any(band.overlaps(c.get_window_extent(renderer)) for c in order[i + 1:]
+                       if id(c) in shown and not c.get_animated())
+
     @staticmethod
     def _limits(ax):
         return tuple(ax.viewLim.bounds), ax.get_xscale(), ax.get_yscale()
@@ -147,13 +159,13 @@ class _Redrawer:
                 order = sorted(self._contents(ax), key=lambda c: c.get_zorder())
                 changed = [i for i, c in enumerate(order) if id(c) in shown
                            and not c.get_animated() and (c.stale or id(c) not in ids)]
-                # An axes title sits above the axes, clear of what they paint: a changed title is
-                # animated alone, so a legend painted after it stays in the background.
-                titles = {id(t) for t in (ax.title, ax._left_title, ax._right_title)}
-                for i in changed:
-                    if id(order[i]) in titles:
-                        order[i].set_animated(True)
-                changed = [i for i in changed if id(order[i]) not in titles]
+                # A title sits above its axes, usually clear of what they paint: a changed title whose
+                # band (its height, the figure's width) meets nothing painted after it is animated
+                # alone, so a legend painted after it stays in the background.
+                alone = [i for i in changed if self._clear_title(ax, order, i, shown)]
+                for i in alone:
+                    order[i].set_animated(True)
+                changed = [i for i in changed if i not in alone]
                 if changed:
                     for c in order[changed[0]:]:
                         c.set_animated(True)

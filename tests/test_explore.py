@@ -333,3 +333,21 @@ def test_a_changed_title_is_animated_alone(shown, every_change_draws):
         panel.controls["k"].value = k
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
     assert title.get_animated() and line.get_animated() and not legend.get_animated()
+
+
+def test_a_title_under_a_legend_outside_the_axes_is_not_animated_alone(shown, every_change_draws):
+    """A legend placed over the title's band must be redrawn with it, or the frame would differ."""
+    fig, ax = plt.subplots(figsize=(4, 2.4), layout="constrained")
+    ax.plot([0, 1], [1, 2], label="fixed")
+    ax.set(ylim=(0, 3))
+    legend = ax.legend(loc="center", bbox_to_anchor=(0.5, 1.06), framealpha=1)   # over the title
+    title = ax.set_title("k = 0.0")
+
+    def update(k):                          # only the title changes
+        title.set_text(f"k = {k:.1f}")
+
+    panel = explore.interact(fig, update, k=widgets.FloatSlider(value=0, min=0, max=1.5, step=0.5))
+    for k in (0.5, 1.5, 0.0):
+        panel.controls["k"].value = k
+        assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
+    assert legend.get_animated()
