@@ -267,13 +267,11 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
-    if input.numel() == 0:
-        raise ValueError(f"input: expected a non-empty batch, got shape {tuple(input.shape)}")
-    per_channel = input.numel() // c
+    per_channel = input.numel() // max(c, 1)
     if training and per_channel < 2:
         raise ValueError(f"input: expected more than 1 value per channel when training, got shape "
                          f"{tuple(input.shape)} ({per_channel} value per channel; batch norm needs a batch)")
-    x3 = input.reshape(n, c, -1)
+    x3 = input.reshape(n, c, _prod(input.shape[2:]))      # not -1: an empty batch has 0 elements
     if not training:
         if running_mean is None or running_var is None:
             raise ValueError("running_mean/running_var: expected tensors when training=False, got None")
@@ -294,7 +292,7 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name}: expected shape {shape} (normalized_shape), got {tuple(t.shape)}")
-    x2 = input.reshape(-1, m)
+    x2 = input.reshape(_prod(input.shape[:input.dim() - len(shape)]), m)    # not -1: (0, m), (n, 0)
     y, _, _ = _normalize(x2, _view(weight, 1, m), _view(bias, 1, m), (1,), eps)
     return y.view_as(input)
 
@@ -308,7 +306,7 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     for name, t in (("weight", weight), ("bias", bias)):
         _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
     g = num_groups
-    x4 = input.reshape(n, g, c // g, -1)
+    x4 = input.reshape(n, g, c // g, _prod(input.shape[2:]))        # not -1: (0, C) is a valid input
     y, _, _ = _normalize(x4, _view(weight, 1, g, c // g, 1), _view(bias, 1, g, c // g, 1), (2, 3), eps)
     return y.view_as(input)
 
@@ -323,14 +321,17 @@ def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
         _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
-    x3 = input.reshape(n, c, -1)
+    x3 = input.reshape(n, c, _prod(input.shape[2:]))
     if not use_input_stats:
         if running_mean is None or running_var is None:
             raise ValueError("running_mean/running_var: expected tensors when use_input_stats=False, got None")
         return _affine_with(x3, running_mean, running_var, weight, bias, eps).view_as(input)
     length = x3.shape[2]
-    if length < 2:
+    if length == 1:     # x̂ would be 0 whatever the input (torch raises too); length 0 is an empty result
         raise ValueError(f"input: expected more than 1 spatial element per channel, got shape {tuple(input.shape)}")
+    if input.numel() == 0 and (running_mean is not None or running_var is not None):
+        raise ValueError(f"input: expected a non-empty input to update running_mean/running_var, got shape "
+                         f"{tuple(input.shape)} (torch would write NaN into them)")
     y, mean, var = _normalize(x3, _view(weight, 1, c, 1), _view(bias, 1, c, 1), (2,), eps)
     # Running statistics average the per-instance statistics over the batch, as torch does.
     if running_mean is not None:
@@ -351,7 +352,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     m = _prod(shape)
     if weight is not None and tuple(weight.shape) != shape:
         raise ValueError(f"weight: expected shape {shape} (normalized_shape), got {tuple(weight.shape)}")
-    y, _, _ = _normalize(input.reshape(-1, m), _view(weight, 1, m), None, (1,), eps, centered=False)
+    x2 = input.reshape(_prod(input.shape[:input.dim() - len(shape)]), m)    # not -1: (0, m), (n, 0)
+    y, _, _ = _normalize(x2, _view(weight, 1, m), None, (1,), eps, centered=False)
     return y.view_as(input)
 
 
