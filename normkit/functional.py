@@ -40,7 +40,8 @@ def _check_numel(name, tensor, n, what):
 class _Normalize(torch.autograd.Function):
     """y = x̂·weight + bias, with x̂ standardized over `dims` (centered=False: RMS, no mean).
 
-    `weight` and `bias` arrive shaped to broadcast against x (same shape when both given).
+    `weight` and `bias` broadcast against x from the right, as in torch (same shape when both
+    given): (1, C, 1) for batch norm, layer norm's (m,) as it is (no view, no backward node).
     Returns (y, mean, var, x̂, rstd): the biased statistics (keepdim) for the running averages,
     and x̂ and 1/std for backward; all but y are non-differentiable. Saves x̂ and 1/std (and x,
     which the caller holds anyway) as torch does: one new full-size tensor for backward.
@@ -88,10 +89,13 @@ class _Normalize(torch.autograd.Function):
         x, weight, bias, dims, eps, centered = inputs
         _, mean, var, xhat, rstd = output
         param = weight if weight is not None else bias
-        ctx.param_dims = [] if param is None else [d for d in range(x.dim()) if param.shape[d] == 1]
+        ctx.param_shape = None if param is None else param.shape
+        full = () if param is None else (1,) * (x.dim() - param.dim()) + tuple(param.shape)  # aligned to x
+        ctx.param_dims = [d for d in range(len(full)) if full[d] == 1]
         # γ (or β alone) constant inside every statistics group? Decided on the parameter present:
         # a β without γ can vary inside a group too (layer norm with bias only).
-        ctx.param_const = param is None or all(param.shape[d] == 1 for d in dims)
+        ctx.param_const = param is None or all(full[d] == 1 for d in dims)
+        ctx.inner = [d for d in dims if weight is None or full[d] == 1]     # dims where γ is constant
         ctx.dims, ctx.eps, ctx.centered = dims, eps, centered
         ctx.save_for_backward(x, xhat, rstd, weight)
         ctx.save_for_forward(xhat, rstd, weight)
@@ -110,8 +114,11 @@ class _Normalize(torch.autograd.Function):
             dx = rstd * _project(g, xhat, ctx.dims, ctx.centered) if need_x else None
             dweight = (dy * xhat).sum(ctx.param_dims, keepdim=True) if need_w else None
             dbias = dy.sum(ctx.param_dims, keepdim=True) if need_b else None
-            return dx, dweight, dbias, None, None, None
-        return (*_fast_backward(ctx, dy, xhat, rstd, weight, need_x, need_w, need_b), None, None, None)
+        else:
+            dx, dweight, dbias = _fast_backward(ctx, dy, xhat, rstd, weight, need_x, need_w, need_b)
+        shape = ctx.param_shape         # the sums keep x's dims: back to the parameters' own shape
+        return (dx, None if dweight is None else dweight.reshape(shape),
+                None if dbias is None else dbias.reshape(shape), None, None, None)
 
     @staticmethod
     def jvp(ctx, dx, dweight, dbias, *_):
@@ -174,7 +181,7 @@ def _fast_backward(ctx, dy, xhat, rstd, weight, need_x, need_w, need_b):
     # Σγ·dy and Σγ·dy·x̂ are then small weighted sums (layer norm: one matrix-vector product), and
     # dx = (γ·dy − mean(γ·dy) − x̂·mean(γ·dy·x̂))/std takes three in-place passes over a new tensor.
     n = xhat.numel() // max(rstd.numel(), 1)
-    inner = [d for d in dims if weight is None or weight.shape[d] == 1]
+    inner = ctx.inner
     outer = [d for d in dims if d not in inner]
     dy_xhat = dy * xhat
     sum_dy_xhat = _sum(dy_xhat, inner)
@@ -288,13 +295,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer norm: statistics of each sample over its trailing `normalized_shape` dims."""
     shape = _normalized_shape(input, normalized_shape)
     _check_range("eps", eps)
-    m = _prod(shape)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name}: expected shape {shape} (normalized_shape), got {tuple(t.shape)}")
-    x2 = input.reshape(_prod(input.shape[:input.dim() - len(shape)]), m)    # not -1: (0, m), (n, 0)
-    y, _, _ = _normalize(x2, _view(weight, 1, m), _view(bias, 1, m), (1,), eps)
-    return y.view_as(input)
+    x2 = _rows(input, shape)
+    y, _, _ = _normalize(x2, _flat(weight), _flat(bias), (1,), eps)
+    return y if x2 is input else y.view_as(input)
 
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
@@ -349,12 +355,11 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     shape = _normalized_shape(input, normalized_shape)
     eps = torch.finfo(input.dtype).eps if eps is None else eps
     _check_range("eps", eps)
-    m = _prod(shape)
     if weight is not None and tuple(weight.shape) != shape:
         raise ValueError(f"weight: expected shape {shape} (normalized_shape), got {tuple(weight.shape)}")
-    x2 = input.reshape(_prod(input.shape[:input.dim() - len(shape)]), m)    # not -1: (0, m), (n, 0)
-    y, _, _ = _normalize(x2, _view(weight, 1, m), None, (1,), eps, centered=False)
-    return y.view_as(input)
+    x2 = _rows(input, shape)
+    y, _, _ = _normalize(x2, _flat(weight), None, (1,), eps, centered=False)
+    return y if x2 is input else y.view_as(input)
 
 
 def dropout(input, p=0.5, training=True):
@@ -384,11 +389,24 @@ def _view(t, *shape):
     return None if t is None else t.view(*shape)
 
 
+def _flat(t):
+    """Layer/RMS norm's γ or β as one dim, broadcasting against (rows, m); (m,) as it is."""
+    return t if t is None or t.dim() == 1 else t.reshape(-1)
+
+
 def _prod(shape):
     out = 1
     for s in shape:
         out *= s
     return out
+
+
+def _rows(input, shape):
+    """input as (rows, prod(shape)) for layer/RMS norm; input itself when it already is one (a
+    reshape to the same shape still adds a view and its backward node: ~10 µs per call)."""
+    if input.dim() == 2 and len(shape) == 1:
+        return input
+    return input.reshape(_prod(input.shape[:input.dim() - len(shape)]), _prod(shape))   # not -1: (0, m), (n, 0)
 
 
 def _normalized_shape(input, normalized_shape):
