@@ -183,15 +183,17 @@ def _fast_backward(ctx, dy, xhat, rstd, weight, need_x, need_w, need_b):
     n = xhat.numel() // max(rstd.numel(), 1)
     inner = ctx.inner
     outer = [d for d in dims if d not in inner]
-    dy_xhat = dy * xhat
-    sum_dy_xhat = _sum(dy_xhat, inner)
+    sum_dy_xhat = _sum(dy * xhat, inner)
+    sum_dy = _sum(dy, inner) if need_b or (need_x and ctx.centered) else None
     dweight = sum_dy_xhat.sum(param_dims, keepdim=True) if need_w else None
-    dbias = dy.sum(param_dims, keepdim=True) if need_b else None
+    # β has γ's shape, so it is constant over `inner` too: its gradient sums on from sum_dy (one
+    # full-size pass saved for group norm). Without γ, `inner` is every statistics dim: from dy.
+    dbias = (dy if weight is None else sum_dy).sum(param_dims, keepdim=True) if need_b else None
     dx = None
     if need_x:
         dx = xhat * _weighted_sum(sum_dy_xhat, weight, outer).div_(-n)
         if ctx.centered:
-            dx.sub_(_weighted_sum(_sum(dy, inner), weight, outer).div_(n))
+            dx.sub_(_weighted_sum(sum_dy, weight, outer).div_(n))
         dx = dx.add_(dy) if weight is None else dx.addcmul_(dy, weight)
         dx.mul_(rstd)
     return dx, dweight, dbias
