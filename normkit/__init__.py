@@ -16,8 +16,9 @@ torch.set_num_threads(1)
 
 from . import check, data, distributed, functional, manual, models, optim, regularize, train  # noqa: E402
 from .distributed import SyncBatchNorm, convert_sync_batchnorm  # noqa: E402
-from .layers import (BatchNorm1d, BatchNorm2d, Dropout, GaussianNoise, GroupNorm,  # noqa: E402
-                     InstanceNorm2d, LayerNorm, RMSNorm, remove_weight_norm, weight_norm)
+from .layers import (BatchNorm1d, BatchNorm2d, BatchNorm3d, Dropout, GaussianNoise, GroupNorm,  # noqa: E402
+                     InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, LayerNorm, RMSNorm, remove_weight_norm,
+                     weight_norm)
 
 
 def show(obj):
@@ -26,7 +27,8 @@ def show(obj):
     return _show(obj)
 
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm",
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+           "LayerNorm", "GroupNorm", "RMSNorm",
            "Dropout", "GaussianNoise", "SyncBatchNorm", "weight_norm", "remove_weight_norm",
            "convert_sync_batchnorm", "functional", "manual", "regularize", "optim", "check", "data",
            "train", "models", "distributed", "show"]

@@ -4,13 +4,16 @@ As in torch, one base class (`_NormBase`) owns the affine parameters and the run
 the subclasses only say which function to call and which input shapes they accept. A state_dict
 saved from torch.nn.BatchNorm2d loads into normkit.BatchNorm2d and back.
 """
+import warnings
+
 import torch
 from torch import nn
 
 from . import functional
 from .functional import _check_groups, _check_range
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "InstanceNorm2d", "LayerNorm", "GroupNorm", "RMSNorm",
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
+           "LayerNorm", "GroupNorm", "RMSNorm",
            "Dropout", "GaussianNoise", "weight_norm", "remove_weight_norm"]
 
 
@@ -18,7 +21,7 @@ class _NormBase(nn.Module):
     """Per-channel affine parameters (weight γ, bias β) and running statistics."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 device=None, dtype=None):
+                 device=None, dtype=None, *, bias=True):
         super().__init__()
         _check_range("eps", eps)
         if momentum is not None:
@@ -28,12 +31,7 @@ class _NormBase(nn.Module):
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         kw = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **kw))
-            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, num_features, affine, bias, kw)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
             self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -51,9 +49,7 @@ class _NormBase(nn.Module):
 
     def reset_parameters(self):
         self.reset_running_stats()
-        if self.affine:
-            nn.init.ones_(self.weight)
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input(self, input):
         if not isinstance(input, torch.Tensor) or input.dim() not in self._ndims:
@@ -70,9 +66,9 @@ class _NormBase(nn.Module):
         self.num_batches_tracked.add_(1)
         return 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
 
-    def extra_repr(self):
-        return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, "
-                "track_running_stats={track_running_stats}".format(**self.__dict__))
+    def extra_repr(self):       # torch's text: bias= says whether β exists (False without affine)
+        return ("{num_features}, eps={eps}, momentum={momentum}, affine={affine}, bias={use_bias}, "
+                "track_running_stats={track_running_stats}".format(**self.__dict__, use_bias=self.bias is not None))
 
 
 class _BatchNorm(_NormBase):
@@ -97,22 +93,54 @@ class BatchNorm2d(_BatchNorm):
     _ndims, _shapes = (4,), "(N, C, H, W) input"
 
 
-class InstanceNorm2d(_NormBase):
-    """Instance norm over (N, C, H, W); torch's defaults: no affine, no running statistics."""
-    _ndims, _shapes = (4,), "(N, C, H, W) input"
+class BatchNorm3d(_BatchNorm):
+    """Batch norm over (N, C, D, H, W): one mean and variance per channel."""
+    _ndims, _shapes = (5,), "(N, C, D, H, W) input"
+
+
+class _InstanceNorm(_NormBase):
+    """Instance norm; torch's defaults: no affine, no running statistics. Unbatched input (no N)
+    is normalized as a batch of one, as torch does."""
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False,
-                 device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def forward(self, input):
-        self._check_input(input)
-        # As torch.nn.InstanceNorm2d: num_batches_tracked is never counted, momentum=None means 0
+        if not isinstance(input, torch.Tensor) or input.dim() not in self._ndims:
+            shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
+            raise ValueError(f"input: {type(self).__name__} expected {self._shapes}, got {shape}")
+        unbatched = input.dim() == self._ndims[0]
+        x = input.unsqueeze(0) if unbatched else input
+        if x.shape[1] != self.num_features:
+            if self.affine:
+                raise ValueError(f"input: expected {self.num_features} channels (num_features) in dim "
+                                 f"{int(not unbatched)}, got shape {tuple(input.shape)}")
+            # torch only warns: without γ, β the channel count is not used (running stats aside)
+            warnings.warn(f"input's size at dim={int(not unbatched)} does not match num_features "
+                          f"({self.num_features}), got shape {tuple(input.shape)}", stacklevel=2)
+        # As torch.nn.InstanceNorm*d: num_batches_tracked is never counted, momentum=None means 0
         # (the running statistics stay put) rather than a cumulative average.
         momentum = (self.momentum or 0.0) if self.training else 0.0
         use_input_stats = self.training or not self.track_running_stats
-        return functional.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
-                               use_input_stats, momentum, self.eps)
+        y = functional.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     use_input_stats, momentum, self.eps)
+        return y.squeeze(0) if unbatched else y
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance norm over (N, C, L) or unbatched (C, L)."""
+    _ndims, _shapes = (2, 3), "(N, C, L) or (C, L) input"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance norm over (N, C, H, W) or unbatched (C, H, W)."""
+    _ndims, _shapes = (3, 4), "(N, C, H, W) or (C, H, W) input"
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance norm over (N, C, D, H, W) or unbatched (C, D, H, W)."""
+    _ndims, _shapes = (4, 5), "(N, C, D, H, W) or (C, D, H, W) input"
 
 
 class LayerNorm(nn.Module):
@@ -124,15 +152,17 @@ class LayerNorm(nn.Module):
         _check_range("eps", eps)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        kw = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.ones(shape, **kw)) if elementwise_affine else None
-        self.bias = nn.Parameter(torch.zeros(shape, **kw)) if elementwise_affine and bias else None
+        _affine_parameters(self, shape, elementwise_affine, bias, {"device": device, "dtype": dtype})
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         return functional.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+        return (f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+                f"bias={self.bias is not None}")
 
 
 class RMSNorm(nn.Module):
@@ -144,8 +174,10 @@ class RMSNorm(nn.Module):
             _check_range("eps", eps)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
-        self.weight = (nn.Parameter(torch.ones(shape, device=device, dtype=dtype))
-                       if elementwise_affine else None)
+        _affine_parameters(self, shape, elementwise_affine, False, {"device": device, "dtype": dtype})
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         return functional.rms_norm(input, self.normalized_shape, self.weight, self.eps)
@@ -157,14 +189,15 @@ class RMSNorm(nn.Module):
 class GroupNorm(nn.Module):
     """Group norm: channels in `num_groups` groups, statistics per sample and group (Wu & He 2018)."""
 
-    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None):
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
         super().__init__()
         _check_groups(num_groups, num_channels)
         _check_range("eps", eps)
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
-        kw = {"device": device, "dtype": dtype}
-        self.weight = nn.Parameter(torch.ones(num_channels, **kw)) if affine else None
-        self.bias = nn.Parameter(torch.zeros(num_channels, **kw)) if affine else None
+        _affine_parameters(self, num_channels, affine, bias, {"device": device, "dtype": dtype})
+
+    def reset_parameters(self):
+        _reset_affine(self)
 
     def forward(self, input):
         if isinstance(input, torch.Tensor) and input.dim() >= 2 and input.shape[1] != self.num_channels:
@@ -173,7 +206,22 @@ class GroupNorm(nn.Module):
         return functional.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+def _affine_parameters(module, shape, affine, bias, kw):
+    """γ = 1 (and β = 0 unless bias=False, torch 2.13's γ-without-β) as module.weight/.bias."""
+    module.register_parameter("weight", nn.Parameter(torch.ones(shape, **kw)) if affine else None)
+    module.register_parameter("bias", nn.Parameter(torch.zeros(shape, **kw)) if affine and bias else None)
+
+
+def _reset_affine(module):
+    with torch.no_grad():
+        if module.weight is not None:
+            module.weight.fill_(1)
+        if module.bias is not None:
+            module.bias.zero_()
 
 
 class Dropout(nn.Module):

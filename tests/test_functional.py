@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as TF
+from torch import nn
 
+import normkit as nk
 import normkit.functional as F
 
 from .conftest import DTYPES, assert_close, grads_of, leaf, randn, rstd_max
@@ -327,3 +329,59 @@ def test_gaussian_noise_eval_identity_and_gradient():
     up = randn(20, 30, seed=4)
     F.gaussian_noise(xa, 0.7).backward(up)
     assert torch.equal(xa.grad, up)
+
+
+
+# ----------------------------------------------------------------------------- empty inputs
+EMPTY_CASES = {   # name: (function of the library module F or TF, input shape, parameter shape)
+    "bn-eval-N0": (lambda m, x, w, b: m.batch_norm(x, torch.zeros(4, dtype=x.dtype), torch.ones(4, dtype=x.dtype),
+                                                   w, b, False), (0, 4), (4,)),
+    "bn-eval-N0-L": (lambda m, x, w, b: m.batch_norm(x, torch.zeros(4, dtype=x.dtype), torch.ones(4, dtype=x.dtype),
+                                                     w, b, False), (0, 4, 3), (4,)),
+    "bn-eval-L0": (lambda m, x, w, b: m.batch_norm(x, torch.zeros(4, dtype=x.dtype), torch.ones(4, dtype=x.dtype),
+                                                   w, b, False), (2, 4, 0), (4,)),
+    "ln-N0": (lambda m, x, w, b: m.layer_norm(x, (4,), w, b), (0, 4), (4,)),
+    "ln-N0-2d": (lambda m, x, w, b: m.layer_norm(x, (4,), w, b), (0, 3, 4), (4,)),
+    "ln-M0": (lambda m, x, w, b: m.layer_norm(x, (0,), w, b), (3, 0), (0,)),
+    "gn-N0": (lambda m, x, w, b: m.group_norm(x, 2, w, b), (0, 4), (4,)),
+    "gn-N0-L": (lambda m, x, w, b: m.group_norm(x, 2, w, b), (0, 4, 5), (4,)),
+    "gn-L0": (lambda m, x, w, b: m.group_norm(x, 2, w, b), (3, 4, 0), (4,)),
+    # torch 2.13's instance_norm raises IndexError on an empty batch with weight/bias: none here
+    "in-N0": (lambda m, x, w, b: m.instance_norm(x) * w.view(1, 4, 1) + b.view(1, 4, 1), (0, 4, 5), (4,)),
+    "in-L0": (lambda m, x, w, b: m.instance_norm(x, weight=w, bias=b), (2, 4, 0), (4,)),
+    "rms-N0": (lambda m, x, w, b: m.rms_norm(x, (4,), w) + b, (0, 4), (4,)),
+    "rms-M0": (lambda m, x, w, b: m.rms_norm(x, (0,), w) + b, (3, 0), (0,)),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", list(EMPTY_CASES))
+def test_empty_inputs_give_torchs_empty_result(name, dtype):
+    """No error from inside a reshape: an empty input gives an empty output of torch's shape and
+    dtype, and the parameter gradients are torch's (zeros: nothing was summed)."""
+    fn, shape, pshape = EMPTY_CASES[name]
+    x = torch.empty(shape, dtype=dtype)
+    w, b = randn(*pshape, dtype=dtype, seed=1), randn(*pshape, dtype=dtype, seed=2)
+    y = fn(F, leaf(x), leaf(w), leaf(b))
+    r = fn(TF, leaf(x), leaf(w), leaf(b))
+    assert y.shape == r.shape == x.shape and y.dtype == r.dtype == dtype
+    args = (leaf(x), leaf(w), leaf(b))
+    grads = torch.autograd.grad(fn(F, *args).sum(), args, materialize_grads=True)
+    for g, t in zip(grads, args, strict=True):
+        assert g.shape == t.shape and g.dtype == dtype
+        assert torch.equal(g, torch.zeros_like(t))
+
+
+@pytest.mark.parametrize("make,shape", [(lambda m: m.BatchNorm1d(4).eval(), (0, 4)),
+                                        (lambda m: m.BatchNorm2d(4).eval(), (0, 4, 2, 3)),
+                                        (lambda m: m.BatchNorm3d(4).eval(), (0, 4, 2, 2, 3)),
+                                        (lambda m: m.LayerNorm((4, 3)), (0, 4, 3)),
+                                        (lambda m: m.GroupNorm(2, 4), (0, 4, 5)),
+                                        (lambda m: m.RMSNorm(3), (0, 4, 3)),
+                                        (lambda m: m.InstanceNorm1d(4), (0, 4, 5)),
+                                        (lambda m: m.InstanceNorm2d(4), (0, 4, 2, 3))],
+                         ids=["bn1d-eval", "bn2d-eval", "bn3d-eval", "ln", "gn", "rms", "in1d", "in2d"])
+def test_empty_batch_through_modules_matches_torch(make, shape):
+    x = torch.empty(shape)
+    y, r = make(nk)(x), make(nn)(x)
+    assert y.shape == r.shape == x.shape

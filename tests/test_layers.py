@@ -1,6 +1,7 @@
 """normkit modules against torch.nn: constructors, parameter/buffer names, training steps,
 running statistics, eval mode, state_dict round trips both ways, weight norm, dropout/noise."""
 import inspect
+import math
 
 import pytest
 import torch
@@ -10,8 +11,9 @@ import normkit as nk
 
 from .conftest import DTYPES, assert_close, leaf, randn, rstd_max
 
-PAIRS = [(nk.BatchNorm1d, nn.BatchNorm1d), (nk.BatchNorm2d, nn.BatchNorm2d),
-         (nk.InstanceNorm2d, nn.InstanceNorm2d), (nk.LayerNorm, nn.LayerNorm),
+PAIRS = [(nk.BatchNorm1d, nn.BatchNorm1d), (nk.BatchNorm2d, nn.BatchNorm2d), (nk.BatchNorm3d, nn.BatchNorm3d),
+         (nk.InstanceNorm1d, nn.InstanceNorm1d), (nk.InstanceNorm2d, nn.InstanceNorm2d),
+         (nk.InstanceNorm3d, nn.InstanceNorm3d), (nk.LayerNorm, nn.LayerNorm),
          (nk.GroupNorm, nn.GroupNorm), (nk.RMSNorm, nn.RMSNorm), (nk.Dropout, nn.Dropout)]
 
 
@@ -19,8 +21,7 @@ PAIRS = [(nk.BatchNorm1d, nn.BatchNorm1d), (nk.BatchNorm2d, nn.BatchNorm2d),
 def test_constructor_matches_torch(ours, ref):
     """Same positional/keyword arguments, in the same order, with the same defaults."""
     def plain(cls):
-        return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()
-                if p.kind is p.POSITIONAL_OR_KEYWORD]
+        return [(p.name, p.default, p.kind) for p in inspect.signature(cls).parameters.values()]
     assert plain(ours) == plain(ref)
 
 
@@ -73,11 +74,11 @@ def _same_state(ours, ref):
 
 # ----------------------------------------------------------------------------- batch norm
 BN_CASES = [(nk.BatchNorm1d, nn.BatchNorm1d, (None, 4)), (nk.BatchNorm1d, nn.BatchNorm1d, (None, 4, 7)),
-            (nk.BatchNorm2d, nn.BatchNorm2d, (None, 3, 5, 3))]
+            (nk.BatchNorm2d, nn.BatchNorm2d, (None, 3, 5, 3)), (nk.BatchNorm3d, nn.BatchNorm3d, (None, 2, 3, 2, 3))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("ours_cls,ref_cls,shape", BN_CASES, ids=["bn1d-NC", "bn1d-NCL", "bn2d"])
+@pytest.mark.parametrize("ours_cls,ref_cls,shape", BN_CASES, ids=["bn1d-NC", "bn1d-NCL", "bn2d", "bn3d"])
 @pytest.mark.parametrize("momentum", [0.1, 0.5, 1.0, 0.0, None])
 @pytest.mark.parametrize("affine,track", [(True, True), (False, True), (True, False), (False, False)])
 def test_batch_norm_module_steps(dtype, ours_cls, ref_cls, shape, momentum, affine, track):
@@ -150,6 +151,78 @@ def test_instance_norm_module_steps(dtype, momentum, affine, track):
     ref.eval()
     x = randn(2, 3, 4, 5, dtype=dtype, scale=2, seed=60)
     _step(ours, ref, x, seed=260, cond=rstd_max(x.reshape(6, -1)))
+
+
+IN_CASES = [(nk.InstanceNorm1d, nn.InstanceNorm1d, (3, 7)), (nk.InstanceNorm2d, nn.InstanceNorm2d, (3, 4, 5)),
+            (nk.InstanceNorm3d, nn.InstanceNorm3d, (3, 2, 3, 4))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ours_cls,ref_cls,shape", IN_CASES, ids=["in1d", "in2d", "in3d"])
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("affine,track,bias", [(False, False, True), (True, True, True), (True, False, False)])
+def test_instance_norm_1d_2d_3d_batched_and_unbatched(dtype, ours_cls, ref_cls, shape, batched, affine, track, bias):
+    ours, ref = _twins(ours_cls, ref_cls, 3, 1e-5, 0.2, affine, track, dtype=dtype, bias=bias)
+    _same_names(ours, ref)
+    for step in range(3):
+        x = randn(*((2,) if batched else ()), *shape, dtype=dtype, scale=1 + step, offset=step, seed=step)
+        _step(ours, ref, x, seed=400 + step, cond=rstd_max(x.reshape(-1, math.prod(shape[1:]))))
+        _same_state(ours, ref)
+    ours.eval()
+    ref.eval()
+    x = randn(*((2,) if batched else ()), *shape, dtype=dtype, seed=9)
+    _step(ours, ref, x, seed=409, cond=rstd_max(x.reshape(-1, math.prod(shape[1:]))))
+
+
+def test_instance_norm_channel_mismatch_without_affine_warns_like_torch():
+    x = randn(4, 2, 5, dtype=torch.float32)           # unbatched (C=4, H, W) into InstanceNorm2d(3)
+    with pytest.warns(UserWarning, match="num_features"):
+        y = nk.InstanceNorm2d(3)(x)
+    with pytest.warns(UserWarning):
+        r = nn.InstanceNorm2d(3)(x)
+    assert_close(y, r)
+
+
+@pytest.mark.parametrize("make,shape", [
+    (lambda m: m.BatchNorm1d(4, bias=False), (3, 4, 3)),
+    (lambda m: m.BatchNorm2d(4, 1e-3, 0.3, bias=False), (3, 4, 3, 2)),
+    (lambda m: m.BatchNorm3d(4, bias=False), (3, 4, 3, 2, 2)), (lambda m: m.GroupNorm(2, 4, bias=False), (3, 4, 3)),
+    (lambda m: m.InstanceNorm2d(4, affine=True, bias=False), (3, 4, 3, 2)),
+    (lambda m: m.LayerNorm((4, 3), bias=False), (3, 4, 3))], ids=["bn1d", "bn2d", "bn3d", "gn", "in2d", "ln"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_false_learns_gamma_only(make, shape, dtype):
+    """torch 2.13's bias=False: a weight, no bias parameter, state_dict without 'bias', same numbers."""
+    ref = _randomize(make(nn).to(dtype))
+    ours = make(nk).to(dtype)
+    ours.load_state_dict(ref.state_dict())
+    _same_names(ours, ref)
+    assert ours.bias is None and ours.weight is not None
+    x = randn(*shape, dtype=dtype, scale=2, seed=5)
+    _step(ours, ref, x, seed=410, cond=rstd_max(x.transpose(0, 1).reshape(4, -1)) * 10)
+    _same_state(ours, ref)
+    assert repr(make(nk)) == repr(make(nn))
+
+
+@pytest.mark.parametrize("make", [
+    lambda m: m.BatchNorm1d(3), lambda m: m.BatchNorm2d(3, 1e-3, None, False, False),
+    lambda m: m.BatchNorm3d(5, momentum=0.3, bias=False), lambda m: m.InstanceNorm1d(3),
+    lambda m: m.InstanceNorm2d(3, affine=True, track_running_stats=True), lambda m: m.InstanceNorm3d(2, bias=False),
+    lambda m: m.LayerNorm((2, 3), 1e-6, False), lambda m: m.LayerNorm(4, bias=False),
+    lambda m: m.GroupNorm(2, 4, affine=False), lambda m: m.GroupNorm(1, 3, bias=False),
+    lambda m: m.RMSNorm(4), lambda m: m.RMSNorm([2, 2], 1e-3, False)])
+def test_repr_matches_torch(make):
+    """print(model) reads the same as torch's, bias= included (torch 2.13)."""
+    assert repr(make(nk)) == repr(make(nn))
+
+
+@pytest.mark.parametrize("make", [lambda m: m.LayerNorm(5), lambda m: m.GroupNorm(2, 4),
+                                  lambda m: m.RMSNorm(5), lambda m: m.InstanceNorm1d(4, affine=True)],
+                         ids=["ln", "gn", "rms", "in1d"])
+def test_reset_parameters_matches_torch(make):
+    ours, ref = _randomize(make(nk)), _randomize(make(nn))
+    ours.reset_parameters()
+    ref.reset_parameters()
+    _same_state(ours, ref)
 
 
 # ----------------------------------------------------------------------------- layer norm, RMS norm
