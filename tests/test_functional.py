@@ -236,6 +236,27 @@ def test_input_is_not_modified():
                lambda t: F.dropout(t, 0.5), lambda t: F.gaussian_noise(t, 1.0)):
         fn(x)
         assert torch.equal(x, before)
+    x2 = randn(4, 5)            # 2-D: layer/RMS norm hand the input itself to the engine
+    before = x2.clone()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            for fn in (lambda t: F.layer_norm(t, (5,), randn(5), randn(5, seed=1)),
+                       lambda t: F.rms_norm(t, (5,), randn(5))):
+                fn(x2)
+                assert torch.equal(x2, before)
+
+
+def test_two_dim_non_contiguous_layer_and_rms_norm_match_torch():
+    """A transposed (rows, m) input goes to the engine as it is (no reshape): same values and
+    gradients as torch, in float64."""
+    x = randn(6, 5).t()
+    w, b, up = randn(6, seed=1), randn(6, seed=2), randn(6, 5, seed=3).t()
+    for fn in (lambda m, t, w, b: m.layer_norm(t, (6,), w, b), lambda m, t, w, b: m.rms_norm(t, (6,), w) + b):
+        ours, ref = [(leaf(x), leaf(w), leaf(b)) for _ in range(2)]
+        y, r = fn(F, *ours), fn(TF, *ref)
+        assert_close(y, r)
+        for g, h in zip(grads_of(y, up, *ours), grads_of(r, up, *ref), strict=True):
+            assert_close(g, h)
 
 
 # ----------------------------------------------------------------------------- dropout
