@@ -5,6 +5,7 @@ for both implementations, in float32 and float64, over several shapes (odd sizes
 """
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -406,3 +407,19 @@ def test_empty_batch_through_modules_matches_torch(make, shape):
     x = torch.empty(shape)
     y, r = make(nk)(x), make(nn)(x)
     assert y.shape == r.shape == x.shape
+
+
+@pytest.mark.parametrize("make_eps", [np.float32, np.float64, float], ids=["np.float32", "np.float64", "float"])
+def test_numpy_scalar_eps_and_momentum_like_torch(make_eps):
+    """eps/momentum from numpy (a config file, np.linspace) are numbers to torch too."""
+    x = randn(4, 3, 5, dtype=torch.float32)
+    eps, momentum = make_eps(1e-3), make_eps(0.25)
+    assert_close(F.layer_norm(x, (5,), eps=eps), TF.layer_norm(x, (5,), eps=eps))
+    assert_close(F.group_norm(x, 3, eps=eps), TF.group_norm(x, 3, eps=eps))
+    rm, rv, rm2, rv2 = torch.zeros(3), torch.ones(3), torch.zeros(3), torch.ones(3)
+    assert_close(F.batch_norm(x, rm, rv, training=True, momentum=momentum, eps=eps),
+                 TF.batch_norm(x, rm2, rv2, training=True, momentum=float(momentum), eps=float(eps)))
+    assert_close(rm, rm2)
+    assert_close(rv, rv2)
+    m = nk.BatchNorm1d(3, eps=eps, momentum=momentum)
+    assert m.eps == eps and m.momentum == momentum
