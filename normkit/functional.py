@@ -11,6 +11,8 @@ channel, RMS norm like layer norm without the mean. `_Normalize` does the work f
 with the closed-form backward derived in `normkit.manual` (no autograd graph of primitives: that
 measured 6–9× slower than torch's fused kernels).
 """
+import numbers
+
 import torch
 
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
@@ -19,7 +21,8 @@ __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm"
 
 # ----------------------------------------------------------------------------- input checks
 def _check_range(name, value, lo=0.0, hi=None):
-    if not isinstance(value, (int, float)) or value != value or value < lo or (hi is not None and value > hi):
+    # numbers.Real: also numpy scalars (np.float32(1e-5)), which torch takes as well
+    if not isinstance(value, numbers.Real) or value != value or value < lo or (hi is not None and value > hi):
         expected = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
         raise ValueError(f"{name}={value!r}: expected {expected}")
 

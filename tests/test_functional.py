@@ -5,6 +5,7 @@ for both implementations, in float32 and float64, over several shapes (odd sizes
 """
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
@@ -236,6 +237,27 @@ def test_input_is_not_modified():
                lambda t: F.dropout(t, 0.5), lambda t: F.gaussian_noise(t, 1.0)):
         fn(x)
         assert torch.equal(x, before)
+    x2 = randn(4, 5)            # 2-D: layer/RMS norm hand the input itself to the engine
+    before = x2.clone()
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            for fn in (lambda t: F.layer_norm(t, (5,), randn(5), randn(5, seed=1)),
+                       lambda t: F.rms_norm(t, (5,), randn(5))):
+                fn(x2)
+                assert torch.equal(x2, before)
+
+
+def test_two_dim_non_contiguous_layer_and_rms_norm_match_torch():
+    """A transposed (rows, m) input goes to the engine as it is (no reshape): same values and
+    gradients as torch, in float64."""
+    x = randn(6, 5).t()
+    w, b, up = randn(6, seed=1), randn(6, seed=2), randn(6, 5, seed=3).t()
+    for fn in (lambda m, t, w, b: m.layer_norm(t, (6,), w, b), lambda m, t, w, b: m.rms_norm(t, (6,), w) + b):
+        ours, ref = [(leaf(x), leaf(w), leaf(b)) for _ in range(2)]
+        y, r = fn(F, *ours), fn(TF, *ref)
+        assert_close(y, r)
+        for g, h in zip(grads_of(y, up, *ours), grads_of(r, up, *ref), strict=True):
+            assert_close(g, h)
 
 
 # ----------------------------------------------------------------------------- dropout
@@ -385,3 +407,19 @@ def test_empty_batch_through_modules_matches_torch(make, shape):
     x = torch.empty(shape)
     y, r = make(nk)(x), make(nn)(x)
     assert y.shape == r.shape == x.shape
+
+
+@pytest.mark.parametrize("make_eps", [np.float32, np.float64, float], ids=["np.float32", "np.float64", "float"])
+def test_numpy_scalar_eps_and_momentum_like_torch(make_eps):
+    """eps/momentum from numpy (a config file, np.linspace) are numbers to torch too."""
+    x = randn(4, 3, 5, dtype=torch.float32)
+    eps, momentum = make_eps(1e-3), make_eps(0.25)
+    assert_close(F.layer_norm(x, (5,), eps=eps), TF.layer_norm(x, (5,), eps=eps))
+    assert_close(F.group_norm(x, 3, eps=eps), TF.group_norm(x, 3, eps=eps))
+    rm, rv, rm2, rv2 = torch.zeros(3), torch.ones(3), torch.zeros(3), torch.ones(3)
+    assert_close(F.batch_norm(x, rm, rv, training=True, momentum=momentum, eps=eps),
+                 TF.batch_norm(x, rm2, rv2, training=True, momentum=float(momentum), eps=float(eps)))
+    assert_close(rm, rm2)
+    assert_close(rv, rv2)
+    m = nk.BatchNorm1d(3, eps=eps, momentum=momentum)
+    assert m.eps == eps and m.momentum == momentum
