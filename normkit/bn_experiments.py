@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from . import layers, models, train
-from .functional import _check_range
+from .validate import check_range
 
 __all__ = ["BatchNormSteps", "batch_norm_steps", "hidden_preactivations", "activation_regions",
            "SIGMOID_LINEAR_HALF_WIDTH", "batch_stat_spread", "RunningTrace", "running_stats_trace",
@@ -40,7 +40,7 @@ def batch_norm_steps(x, gamma=None, beta=None, eps=1e-5):
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) < 2:
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"x: expected an (m, D) mini-batch with m >= 2, got {shape}")
-    _check_range("eps", eps)
+    check_range("eps", eps)
     gamma = torch.ones(x.shape[1], dtype=x.dtype) if gamma is None else gamma
     beta = torch.zeros(x.shape[1], dtype=x.dtype) if beta is None else beta
     mu = x.mean(0)                                   # μ_B  = 1/m Σ x_i
@@ -140,7 +140,7 @@ def keras_moving_average(values, momentum=0.99, init=0.0):
     values: (steps, ...) batch statistics. Returns (steps + 1, ...) with row 0 = init.
     PyTorch writes the same average as moving ← (1 − m)·moving + m·value, so m = 1 − momentum.
     """
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_range("momentum", momentum, 0.0, 1.0)
     moving = torch.full_like(values[0], init)
     out = [moving]
     for value in values:
@@ -189,7 +189,7 @@ def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activati
 
 def ema_steps_to_forget(momentum, fraction=0.01):
     """Steps until the initial value's weight (1 − momentum)^k falls below `fraction` (PyTorch's momentum)."""
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_range("momentum", momentum, 0.0, 1.0)
     if momentum == 0:
         return math.inf
     if momentum == 1:

@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .functional import _check_range
+from .validate import check_int, check_range
 
 __all__ = ["Split", "digits", "seed_loss", "seed_loss_minimum", "Quadratic2D", "covariate_shift"]
 
@@ -46,12 +46,11 @@ def digits(n_train=None, test_size=497, label_noise=0.0, images=False, seed=0):
     images: shape (N, 1, 8, 8) for CNNs instead of (N, 64).
     """
     x, y = _load_digits()
-    if not isinstance(test_size, int) or not 1 <= test_size < len(x):
-        raise ValueError(f"test_size={test_size!r}: expected an int in [1, {len(x) - 1}]")
+    check_int("test_size", test_size, 1, len(x) - 1)
     max_train = len(x) - test_size
     if n_train is not None and (not isinstance(n_train, int) or not 1 <= n_train <= max_train):
         raise ValueError(f"n_train={n_train!r}: expected None or an int in [1, {max_train}]")
-    _check_range("label_noise", label_noise, 0.0, 1.0)
+    check_range("label_noise", label_noise, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
     test, train = order[:test_size], order[test_size:][:n_train]
@@ -71,7 +70,7 @@ def seed_loss(w):
 
 def seed_loss_minimum(lam):
     """argmin_w of seed_loss(w) + ½·λ·w², in closed form: 4.5 · ½/(½ + λ)."""
-    _check_range("lam", lam)
+    check_range("lam", lam)
     return 4.5 * 0.5 / (0.5 + lam)
 
 
@@ -95,13 +94,13 @@ class Quadratic2D:
 
     def ridge(self, lam):
         """argmin L(w) + ½λ‖w‖²  = (A + λI)⁻¹ A w_star."""
-        _check_range("lam", lam)
+        check_range("lam", lam)
         return torch.linalg.solve(self.A + lam * torch.eye(2, dtype=torch.float64), self.A @ self.w_star)
 
     def lasso(self, lam, steps=2000):
         """argmin L(w) + λ‖w‖₁ by proximal gradient descent (ISTA): gradient step, soft-threshold."""
         from .regularize import soft_threshold
-        _check_range("lam", lam)
+        check_range("lam", lam)
         lr = 1.0 / torch.linalg.eigvalsh(self.A).max()
         w = torch.zeros(2, dtype=torch.float64)
         for _ in range(steps):
@@ -118,8 +117,7 @@ def covariate_shift(n=500, shift=0.0, seed=0):
     The shift moves x₁ only, along the boundary: moving x₂ as well would lift the points above
     the curve, where every label is 1 and a shift would cost nothing (measured).
     """
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n={n!r}: expected a positive int")
+    check_int("n", n)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 2, generator=g)
     x[:, 0] += shift

@@ -31,8 +31,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .functional import (_check_ndim, _check_numel, _check_range, _input_grad, _prod, _scale_shift,
-                         _update_running, _view, batch_norm)
+from .functional import _input_grad, _prod, _scale_shift, _update_running, _view, batch_norm
+from .validate import check_int, check_ndim, check_numel, check_range
 from .layers import BatchNorm1d, BatchNorm2d, _BatchNorm
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "replica_stats",
@@ -135,13 +135,13 @@ def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, mo
     default group). Every replica must call it at the same point with the same C; batch sizes may
     differ. Running buffers, if given, get the global mean and the global unbiased variance.
     """
-    _check_ndim(input, 2, "(N, C) or (N, C, *)")
-    _check_range("eps", eps)
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_ndim(input, 2, "(N, C) or (N, C, *)")
+    check_range("eps", eps)
+    check_range("momentum", momentum, 0.0, 1.0)
     n, c = input.shape[:2]
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
-        _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+        check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
     x3 = input.reshape(n, c, _prod(input.shape[2:]))      # not -1: an empty slice has 0 elements
     y, mean, var = _SyncNormalize.apply(x3, _view(weight, 1, c, 1), _view(bias, 1, c, 1), eps,
                                         process_group, tuple(input.shape))
@@ -368,9 +368,8 @@ def launch(fn, world_size, *args, timeout=60.0):
     module, not in a notebook: spawned processes import it by name). Returns the list of the
     ranks' return values; a rank's exception is raised here as RuntimeError with its traceback.
     """
-    if not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size={world_size!r}: expected a positive int")
-    _check_range("timeout", timeout)
+    check_int("world_size", world_size)
+    check_range("timeout", timeout)
     ctx = torch.multiprocessing.get_context("spawn")
     results = ctx.Queue()
     port = free_port()

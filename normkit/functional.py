@@ -11,32 +11,12 @@ channel, RMS norm like layer norm without the mean. `_Normalize` does the work f
 with the closed-form backward derived in `normkit.manual` (no autograd graph of primitives: that
 measured 6–9× slower than torch's fused kernels).
 """
-import numbers
-
 import torch
+
+from .validate import check_groups, check_ndim, check_numel, check_range
 
 __all__ = ["batch_norm", "layer_norm", "group_norm", "instance_norm", "rms_norm",
            "dropout", "gaussian_noise"]
-
-
-# ----------------------------------------------------------------------------- input checks
-def _check_range(name, value, lo=0.0, hi=None):
-    # numbers.Real: also numpy scalars (np.float32(1e-5)), which torch takes as well
-    if not isinstance(value, numbers.Real) or value != value or value < lo or (hi is not None and value > hi):
-        expected = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
-        raise ValueError(f"{name}={value!r}: expected {expected}")
-
-
-def _check_ndim(input, min_ndim, what):
-    if not isinstance(input, torch.Tensor):
-        raise ValueError(f"input: expected a torch.Tensor {what}, got {type(input).__name__}")
-    if input.dim() < min_ndim:
-        raise ValueError(f"input: expected {what}, got shape {tuple(input.shape)}")
-
-
-def _check_numel(name, tensor, n, what):
-    if tensor is not None and tensor.numel() != n:
-        raise ValueError(f"{name}: expected {n} elements (one per {what}), got shape {tuple(tensor.shape)}")
 
 
 # ----------------------------------------------------------------------------- the engine
@@ -272,13 +252,13 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     them in place with the batch mean and the *unbiased* variance (PyTorch's momentum convention:
     new = (1 − momentum)·old + momentum·batch). Eval: normalize with the running statistics.
     """
-    _check_ndim(input, 2, "(N, C) or (N, C, *)")
-    _check_range("eps", eps)
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_ndim(input, 2, "(N, C) or (N, C, *)")
+    check_range("eps", eps)
+    check_range("momentum", momentum, 0.0, 1.0)
     n, c = input.shape[:2]
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
-        _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+        check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
     per_channel = input.numel() // max(c, 1)
     if training and per_channel < 2:
         raise ValueError(f"input: expected more than 1 value per channel when training, got shape "
@@ -299,7 +279,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer norm: statistics of each sample over its trailing `normalized_shape` dims."""
     shape = _normalized_shape(input, normalized_shape)
-    _check_range("eps", eps)
+    check_range("eps", eps)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"{name}: expected shape {shape} (normalized_shape), got {tuple(t.shape)}")
@@ -310,12 +290,12 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     """Group norm: channels split into `num_groups` groups; statistics per sample and group."""
-    _check_ndim(input, 2, "(N, C, *)")
-    _check_range("eps", eps)
+    check_ndim(input, 2, "(N, C, *)")
+    check_range("eps", eps)
     n, c = input.shape[:2]
-    _check_groups(num_groups, c)
+    check_groups(num_groups, c)
     for name, t in (("weight", weight), ("bias", bias)):
-        _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+        check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
     g = num_groups
     x4 = input.reshape(n, g, c // g, _prod(input.shape[2:]))        # not -1: (0, C) is a valid input
     y, _, _ = _normalize(x4, _view(weight, 1, g, c // g, 1), _view(bias, 1, g, c // g, 1), (2, 3), eps)
@@ -325,13 +305,13 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
 def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5):
     """Instance norm: statistics per sample and channel over the spatial positions (N, C, *)."""
-    _check_ndim(input, 3, "(N, C, L) or (N, C, H, W): instance norm needs spatial dims")
-    _check_range("eps", eps)
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_ndim(input, 3, "(N, C, L) or (N, C, H, W): instance norm needs spatial dims")
+    check_range("eps", eps)
+    check_range("momentum", momentum, 0.0, 1.0)
     n, c = input.shape[:2]
     for name, t in (("running_mean", running_mean), ("running_var", running_var),
                     ("weight", weight), ("bias", bias)):
-        _check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
+        check_numel(name, t, c, f"channel of input with shape {tuple(input.shape)}")
     x3 = input.reshape(n, c, _prod(input.shape[2:]))
     if not use_input_stats:
         if running_mean is None or running_var is None:
@@ -359,7 +339,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
     """
     shape = _normalized_shape(input, normalized_shape)
     eps = torch.finfo(input.dtype).eps if eps is None else eps
-    _check_range("eps", eps)
+    check_range("eps", eps)
     if weight is not None and tuple(weight.shape) != shape:
         raise ValueError(f"weight: expected shape {shape} (normalized_shape), got {tuple(weight.shape)}")
     x2 = _rows(input, shape)
@@ -372,7 +352,7 @@ def dropout(input, p=0.5, training=True):
 
     The expected value of every unit is unchanged, so evaluation is the identity.
     """
-    _check_range("p", p, 0.0, 1.0)
+    check_range("p", p, 0.0, 1.0)
     if not training or p == 0:
         return input
     if p == 1:
@@ -383,7 +363,7 @@ def dropout(input, p=0.5, training=True):
 
 def gaussian_noise(input, sigma, training=True):
     """Additive noise: input + N(0, sigma²) in training, the identity in evaluation."""
-    _check_range("sigma", sigma)
+    check_range("sigma", sigma)
     if not training or sigma == 0:
         return input
     return input + sigma * torch.randn_like(input)
@@ -416,14 +396,9 @@ def _rows(input, shape):
 
 def _normalized_shape(input, normalized_shape):
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    _check_ndim(input, max(len(shape), 1), f"a tensor whose trailing dims are {shape}")
+    check_ndim(input, max(len(shape), 1), f"a tensor whose trailing dims are {shape}")
     if len(shape) == 0 or tuple(input.shape[-len(shape):]) != shape:
         raise ValueError(f"normalized_shape={shape}: expected the trailing dims of input, "
                          f"whose shape is {tuple(input.shape)}")
     return shape
 
-
-def _check_groups(num_groups, num_channels):
-    if not isinstance(num_groups, int) or num_groups < 1 or num_channels % num_groups:
-        raise ValueError(f"num_groups={num_groups!r}: expected a positive divisor of "
-                         f"num_channels={num_channels}")

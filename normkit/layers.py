@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import functional
-from .functional import _check_groups, _check_range
+from .validate import check_groups, check_int, check_range
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
            "LayerNorm", "GroupNorm", "RMSNorm",
@@ -23,11 +23,10 @@ class _NormBase(nn.Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
                  device=None, dtype=None, *, bias=True):
         super().__init__()
-        _check_range("eps", eps)
+        check_range("eps", eps)
         if momentum is not None:
-            _check_range("momentum", momentum, 0.0, 1.0)
-        if not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features={num_features!r}: expected a positive int (the channel count)")
+            check_range("momentum", momentum, 0.0, 1.0)
+        check_int("num_features", num_features, what="the channel count")
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         kw = {"device": device, "dtype": dtype}
@@ -149,7 +148,7 @@ class LayerNorm(nn.Module):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  device=None, dtype=None):
         super().__init__()
-        _check_range("eps", eps)
+        check_range("eps", eps)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         _affine_parameters(self, shape, elementwise_affine, bias, {"device": device, "dtype": dtype})
@@ -171,7 +170,7 @@ class RMSNorm(nn.Module):
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
         super().__init__()
         if eps is not None:
-            _check_range("eps", eps)
+            check_range("eps", eps)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
         self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
         _affine_parameters(self, shape, elementwise_affine, False, {"device": device, "dtype": dtype})
@@ -191,8 +190,8 @@ class GroupNorm(nn.Module):
 
     def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, device=None, dtype=None, *, bias=True):
         super().__init__()
-        _check_groups(num_groups, num_channels)
-        _check_range("eps", eps)
+        check_groups(num_groups, num_channels)
+        check_range("eps", eps)
         self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
         _affine_parameters(self, num_channels, affine, bias, {"device": device, "dtype": dtype})
 
@@ -229,7 +228,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        _check_range("p", p, 0.0, 1.0)
+        check_range("p", p, 0.0, 1.0)
         self.p, self.inplace = p, inplace
 
     def forward(self, input):
@@ -245,7 +244,7 @@ class GaussianNoise(nn.Module):
 
     def __init__(self, sigma):
         super().__init__()
-        _check_range("sigma", sigma)
+        check_range("sigma", sigma)
         self.sigma = sigma
 
     def forward(self, input):

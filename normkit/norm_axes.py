@@ -19,7 +19,7 @@ from torch.nn.functional import cross_entropy
 
 from . import functional
 from . import layers, models
-from .functional import _check_groups, _check_range
+from .validate import check_groups, check_range
 
 __all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "SweepRun", "train_cnn",
            "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
@@ -51,7 +51,7 @@ def stat_sets(method, shape, num_groups=None):
     elif method == "instance":
         ids = (sample * c + channel).expand(n, c, length)
     else:
-        _check_groups(num_groups, c)
+        check_groups(num_groups, c)
         ids = (sample * num_groups + channel // (c // num_groups)).expand(n, c, length)
     return ids.contiguous()
 
@@ -144,7 +144,7 @@ def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, g
     if not isinstance(images_per_batch, int) or images_per_batch < 1 or batch_size % images_per_batch:
         raise ValueError(f"images_per_batch={images_per_batch!r}: expected a positive divisor of "
                          f"batch_size={batch_size}")
-    _check_range("lr", lr)
+    check_range("lr", lr)
     torch.manual_seed(seed)
     model = (ghost_cnn(images_per_batch, channels) if norm == "batch"
              else models.cnn("group", channels=channels, groups=groups))
@@ -244,7 +244,7 @@ def photo(name="china.jpg", size=96):
 
 def restyle(img, contrast=1.0, brightness=0.0, tint=(1.0, 1.0, 1.0)):
     """Change an image's global "style": per channel, x -> contrast·tint_c·(x − mean) + mean + brightness."""
-    _check_range("contrast", contrast)
+    check_range("contrast", contrast)
     gain = contrast * torch.tensor(tint, dtype=img.dtype).view(1, -1, 1, 1)
     mean = img.mean((2, 3), keepdim=True)
     return (img - mean) * gain + mean + brightness

@@ -8,7 +8,7 @@ otherwise trains in one.
 """
 import torch
 
-from .functional import _check_range
+from .validate import check_range
 
 __all__ = ["SGD", "Adam", "AdamW"]
 
@@ -21,7 +21,7 @@ class _Optimizer:
         for group in groups:
             group = {**defaults, **group, "params": list(group["params"])}
             for name in ("lr", "weight_decay"):
-                _check_range(name, group[name])
+                check_range(name, group[name])
             self.param_groups.append(group)
         self.state = {}
 
@@ -39,7 +39,7 @@ class SGD(_Optimizer):
     torch's heavy ball: b ← m·b + (∇L + λw), w ← w − lr·b."""
 
     def __init__(self, params, lr=0.1, momentum=0.0, weight_decay=0.0):
-        _check_range("momentum", momentum, 0.0, 1.0)
+        check_range("momentum", momentum, 0.0, 1.0)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
     @torch.no_grad()

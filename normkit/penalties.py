@@ -12,7 +12,7 @@ from torch import nn
 
 from . import data as _data
 from . import models
-from .functional import _check_range
+from .validate import check_range
 from .optim import SGD, Adam, AdamW
 from .regularize import decay_groups, soft_threshold
 from .why_bn import train_run
@@ -29,7 +29,7 @@ def seed_loss_l1_minimum(alpha):
     seed_loss = ¼(w − 4.5)² + 1 has curvature ½, so the minimizer is the soft-threshold of the
     unpenalized minimum 4.5 by 2α: max(4.5 − 2α, 0). It reaches exactly 0 at α = 2.25 and stays there.
     """
-    _check_range("alpha", alpha)
+    check_range("alpha", alpha)
     return soft_threshold(torch.tensor(4.5, dtype=torch.float64), 2 * alpha).item()
 
 
@@ -85,7 +85,7 @@ def sparsity_sweep(data, lams, penalty, steps=200, lr=1.0, init_std=0.01, seed=0
     if penalty not in _PENALTIES:
         raise ValueError(f"penalty={penalty!r}: expected one of {_PENALTIES}")
     for lam in lams:
-        _check_range("lam", lam)
+        check_range("lam", lam)
     g = torch.Generator().manual_seed(seed)
     k, x, n = len(lams), data.x_train, len(data.x_train)
     lam = torch.tensor(lams, dtype=x.dtype).view(1, k, 1)
@@ -139,7 +139,7 @@ def offset_regression(n=30, seed=0):
 
 def fit_line(x, y, lam, penalize_bias=False):
     """argmin over (w, b) of mean ½(y − wx − b)² + ½λ(w² [+ b²]), in closed form. Returns (w, b)."""
-    _check_range("lam", lam)
+    check_range("lam", lam)
     X = torch.stack([x, torch.ones_like(x)], 1)
     D = torch.diag(torch.tensor([1.0, float(penalize_bias)], dtype=x.dtype))
     w, b = torch.linalg.solve(X.T @ X / len(x) + lam * D, X.T @ y / len(x)).tolist()

@@ -6,7 +6,7 @@ are left out of the penalty (`decay_groups`).
 import torch
 from torch import nn
 
-from .functional import _check_range
+from .validate import check_range
 
 __all__ = ["l1_penalty", "l2_penalty", "decay_groups", "soft_threshold"]
 
@@ -21,13 +21,13 @@ def _tensors(params):
 
 def l2_penalty(params, lam):
     """½·λ·Σ w² over every tensor in `params` (a module, a tensor or an iterable of tensors)."""
-    _check_range("lam", lam)
+    check_range("lam", lam)
     return 0.5 * lam * sum((w * w).sum() for w in _tensors(params))
 
 
 def l1_penalty(params, lam):
     """λ·Σ |w| over every tensor in `params`."""
-    _check_range("lam", lam)
+    check_range("lam", lam)
     return lam * sum(w.abs().sum() for w in _tensors(params))
 
 
@@ -41,7 +41,7 @@ def decay_groups(model, weight_decay):
     toward 0 does not simplify the function, it just fights the normalization. Any 1-D parameter
     is treated as such (normkit's own norm layers hold 1-D γ, β too).
     """
-    _check_range("weight_decay", weight_decay)
+    check_range("weight_decay", weight_decay)
     decay, no_decay, seen = [], [], set()
     for module in model.modules():
         is_norm = isinstance(module, _NO_DECAY_TYPES) or type(module).__module__.startswith("normkit")
@@ -56,5 +56,5 @@ def decay_groups(model, weight_decay):
 
 def soft_threshold(w, t):
     """sign(w)·max(|w| − t, 0): the proximal step of t·|w|. Small weights become exactly 0."""
-    _check_range("t", t)
+    check_range("t", t)
     return torch.sign(w) * torch.clamp(w.abs() - t, min=0)

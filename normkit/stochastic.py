@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from . import layers, optim
-from .functional import _check_range, gaussian_noise
+from .functional import gaussian_noise
+from .validate import check_range
 
 __all__ = ["dropout_train_variance", "dropout_moments", "variance_shift", "bn_input_variance", "recalibrate_bn",
            "mc_dropout", "predictive_spread", "auroc", "compare_dropout",
@@ -42,7 +43,7 @@ def dropout_train_variance(mean, var, p):
         Var_train[y] = (c² + v)/(1 − p) − c²       (Li et al. 2019, with their keep ratio = 1 − p);
     in evaluation dropout is the identity, so Var_eval[y] = v.
     """
-    _check_range("p", p, 0.0, 1.0)
+    check_range("p", p, 0.0, 1.0)
     if p == 1:
         raise ValueError("p=1: expected p < 1 (every unit dropped: the output is identically 0)")
     return (mean * mean + var) / (1 - p) - mean * mean
@@ -76,7 +77,7 @@ def variance_shift(x, p, steps=300, batch_size=64, seed=0):
     `predicted_shift` = mean(predicted_train_var / eval_var) and `predicted_out_var` =
     mean(eval_var / predicted_train_var).
     """
-    _check_range("p", p, 0.0, 1.0)
+    check_range("p", p, 0.0, 1.0)
     if x.dim() != 2:
         raise ValueError(f"x: expected a (N, D) tensor, got shape {tuple(x.shape)}")
     gen = torch.Generator().manual_seed(seed)
@@ -221,8 +222,8 @@ def regression(n=40, d=6, correlation=0.7, noise=0.5, seed=0):
     """
     if not isinstance(n, int) or n < 2 or not isinstance(d, int) or d < 1:
         raise ValueError(f"n={n!r}, d={d!r}: expected ints n >= 2, d >= 1")
-    _check_range("correlation", correlation, 0.0, 0.99)
-    _check_range("noise", noise)
+    check_range("correlation", correlation, 0.0, 0.99)
+    check_range("noise", noise)
     g = torch.Generator().manual_seed(seed)
     k = torch.arange(d)
     cov = correlation ** (k[:, None] - k[None, :]).abs().double()
@@ -266,7 +267,7 @@ def train_linear_with_noise(x, y, sigmas, where="input", steps=4000, lr=0.05, se
         raise ValueError(f"where={where!r}: expected 'input' or 'weight'")
     sigmas = [float(s) for s in sigmas]
     for s in sigmas:
-        _check_range("sigmas", s)
+        check_range("sigmas", s)
     n, d = x.shape
     torch.manual_seed(seed)
     w, b = torch.zeros(len(sigmas), d, dtype=x.dtype), torch.zeros(len(sigmas), dtype=x.dtype)
@@ -304,7 +305,7 @@ def expected_noisy_loss(w, b, x, y, sigma):
     (the cross term has mean 0; E[(εᵀw)²] = σ²‖w‖²). So input noise of variance σ² *is* the
     ridge penalty ½λ‖w‖² with λ = σ², exactly, for this loss convention.
     """
-    _check_range("sigma", sigma)
+    check_range("sigma", sigma)
     return 0.5 * ((y - x @ w - b) ** 2).mean() + 0.5 * sigma ** 2 * (w * w).sum()
 
 

@@ -12,7 +12,7 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from . import optim
-from .functional import _check_range
+from .validate import check_range
 from .regularize import decay_groups
 
 __all__ = ["History", "fit", "accuracy"]
@@ -73,7 +73,7 @@ def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum
     n = len(data.x_train)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size={batch_size!r}: expected an int in [1, {n}] (training set size)")
-    _check_range("lr", lr)
+    check_range("lr", lr)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = _optimizer(model, optimizer, lr, momentum, weight_decay)

@@ -14,7 +14,7 @@ from torch.nn.functional import cross_entropy
 
 from . import data as _data
 from . import models
-from .functional import _check_range
+from .validate import check_range
 from .layers import BatchNorm1d
 from .optim import SGD
 
@@ -53,7 +53,7 @@ def train_run(model, data, lr=0.1, steps=100, batch_size=64, optimizer=None, see
     n = len(data.x_train)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
         raise ValueError(f"batch_size={batch_size!r}: expected an int in [1, {n}]")
-    _check_range("lr", lr)
+    check_range("lr", lr)
     opt = optimizer if optimizer is not None else SGD(model.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     run, perm, pos = Run(), torch.randperm(n, generator=gen), 0
@@ -83,7 +83,7 @@ def train_run(model, data, lr=0.1, steps=100, batch_size=64, optimizer=None, see
 
 def scale_init(model, scale):
     """Multiply every Linear/Conv weight of `model` by `scale` (in place); return the model."""
-    _check_range("scale", scale)
+    check_range("scale", scale)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, (nn.Linear, nn.Conv2d)):
@@ -144,7 +144,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
 
     def __init__(self, num_features, noise=1.0, **kwargs):
         super().__init__(num_features, **kwargs)
-        _check_range("noise", noise)
+        check_range("noise", noise)
         self.noise = noise
 
     def forward(self, input):
