@@ -52,44 +52,101 @@ def compare(name, ours, reference, atol=None):
     return Comparison(diff <= atol, diff)
 
 
-# ----------------------------------------------------------------------------- notebooks 03–04
-# Exercise checkers: call the student's function on seeded random inputs (float64), compare with
-# torch's answer, print one line "✓ …" or "✗ … expected …, got …", return a silent Comparison.
-__all__ += ["batch_norm_train", "identity_params", "batch_norm_backward", "running_mean",
-            "running_var", "bn_inference"]
+# ----------------------------------------------------------------------------- the checker runner
+# An exercise checker (in the lesson module of its notebook) calls the student's function on seeded
+# inputs, compares with the reference answer, prints one line "✓ …" or "✗ … expected …, got …" and
+# returns a silent Comparison. A ✗ before the student has written anything is expected.
+__all__ += ["passed", "failed", "raised", "head", "exercise", "exercise_number", "each", "joined", "bn_inputs"]
 
 
-def _head(t, k=4):
+def passed(name, message, diff=0.0):
+    """Print "✓ name: message"; return a truthy Comparison."""
+    print(f"✓ {name}: {message}")
+    return Comparison(True, diff)
+
+
+def failed(name, message, diff=float("inf")):
+    """Print "✗ name: message"; return a falsy Comparison."""
+    print(f"✗ {name}: {message}")
+    return Comparison(False, diff)
+
+
+def raised(name, error):
+    """The ✗ line for a student's function that raised `error`."""
+    return failed(name, f"your function raised {type(error).__name__}: {error}")
+
+
+def head(t, k=4):
+    """The first k values of a tensor, for a ✗ line: "[0.1234, 0.5678, …]"."""
     values = ", ".join(f"{v:.4f}" for v in t.detach().double().flatten()[:k].tolist())
     return f"[{values}{', …' if t.numel() > k else ''}]"
 
 
-def _exercise(name, fn, args, expected, what, atol=1e-8):
-    """Run fn(*args) and report it against `expected` (what: the reference, for the ✓ line)."""
+def exercise(name, fn, args, expected, what, atol=1e-8):
+    """Run fn(*args) and report it against the tensor `expected` (what: the reference, for the ✓ line)."""
     try:
         got = fn(*args)
     except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
-        print(f"✗ {name}: your function raised {type(e).__name__}: {e}")
-        return Comparison(False, float("inf"))
+        return raised(name, e)
     got = torch.as_tensor(got).detach().to(expected.dtype) if got is not None else None
     if got is None or got.shape != expected.shape:
         shape = None if got is None else tuple(got.shape)
-        print(f"✗ {name}: expected a tensor of shape {tuple(expected.shape)}, got {shape}")
-        return Comparison(False, float("inf"))
+        return failed(name, f"expected a tensor of shape {tuple(expected.shape)}, got {shape}")
     diff = (got - expected).abs().max().item()
     if diff <= atol:
-        print(f"✓ {name}: matches {what} (max abs diff ≤ {atol:.0e})")
-        return Comparison(True, diff)
-    print(f"✗ {name}: expected {_head(expected)}, got {_head(got)}")
-    return Comparison(False, diff)
+        return passed(name, f"matches {what} (max abs diff ≤ {atol:.0e})", diff)
+    return failed(name, f"expected {head(expected)}, got {head(got)}", diff)
 
 
-def _exercise_inputs(seed, n=16, c=5):
+def exercise_number(name, fn, args, expected, what, atol=1e-9):
+    """Like `exercise`, for a function that returns one number."""
+    try:
+        got = fn(*args)
+        value = None if got is None else float(got)
+    except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
+        return raised(name, e)
+    if value is None:
+        return failed(name, f"expected {expected:.4f}, got None")
+    diff = abs(value - expected)
+    if diff <= atol:
+        return passed(name, f"{value:.4f} matches {what}", diff)
+    return failed(name, f"expected {expected:.4f}, got {value:.4f}", diff)
+
+
+def each(fn):
+    """fn(value) -> number, as fn(values) -> float64 tensor (None if fn returns None for any)."""
+    def all_of(values):
+        out = [fn(v) for v in values]
+        return None if any(o is None for o in out) else torch.tensor([float(o) for o in out],
+                                                                      dtype=torch.float64)
+    return all_of
+
+
+def joined(fn, dtype=torch.float64):
+    """fn(*args) -> several tensors or numbers, as one returning them flattened into one tensor
+    (None if fn returns None or any part is None), for `exercise`."""
+    def both(*args):
+        out = fn(*args)
+        if out is None or any(t is None for t in out):
+            return None
+        return torch.cat([torch.as_tensor(t, dtype=dtype).flatten() for t in out])
+    return both
+
+
+# ----------------------------------------------------------------------------- notebooks 03–04 (moving to lessons)
+_exercise, _exercise_number, _head = exercise, exercise_number, head
+
+
+def bn_inputs(seed, n=16, c=5):
+    """Seeded float64 (x (n, c) with mean ≈ 2 and std ≈ 3, γ (c,) in [0.5, 1.5), β (c,)) for batch-norm exercises."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, c, generator=g, dtype=torch.float64) * 3 + 2
     gamma = torch.rand(c, generator=g, dtype=torch.float64) + 0.5
     beta = torch.randn(c, generator=g, dtype=torch.float64)
     return x, gamma, beta
+
+
+_exercise_inputs = bn_inputs
 
 
 def batch_norm_train(fn):
@@ -505,25 +562,6 @@ def rms_norm(fn):
 
 # ----------------------------------------------------------------------------- notebooks 01 and 02
 __all__ += ["generalization_gap", "ensemble_predict", "unit_percentiles", "importance_weight"]
-
-
-def _exercise_number(name, fn, args, expected, what, atol=1e-9):
-    """Like _exercise, for a function that returns one number."""
-    try:
-        got = fn(*args)
-        value = None if got is None else float(got)
-    except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
-        print(f"✗ {name}: your function raised {type(e).__name__}: {e}")
-        return Comparison(False, float("inf"))
-    if value is None:
-        print(f"✗ {name}: expected {expected:.4f}, got None")
-        return Comparison(False, float("inf"))
-    diff = abs(value - expected)
-    if diff <= atol:
-        print(f"✓ {name}: {value:.4f} matches {what}")
-        return Comparison(True, diff)
-    print(f"✗ {name}: expected {expected:.4f}, got {value:.4f}")
-    return Comparison(False, diff)
 
 
 def generalization_gap(fn):

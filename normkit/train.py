@@ -1,9 +1,11 @@
-"""A tiny training loop that records what the notebooks plot.
+"""The one training loop of the course, and what it records for the notebooks to plot.
 
 `fit` runs mini-batch training for a fixed number of steps and returns a `History`: the loss of
-every step, train/test accuracy every `eval_every` steps, gradient norms per parameter, and for
-the modules named in `watch` the distribution of their output (mean, std, and the 15/50/85th
-percentiles of unit 0, as in Ioffe & Szegedy's Fig. 1).
+every step, train/test accuracy every `eval_every` steps, gradient norms per parameter, for the
+modules named in `watch` the distribution of their output (mean, std, and the 15/50/85th
+percentiles of unit 0, as in Ioffe & Szegedy's Fig. 1), and whatever a `callback` measures.
+Every lesson trains through it; `batches` is its epoch sampler, `diverged` its one test of a
+blown-up loss.
 """
 import math
 from dataclasses import dataclass, field
@@ -12,26 +14,48 @@ import torch
 from torch.nn.functional import cross_entropy
 
 from . import optim
-from .validate import check_range
 from .regularize import decay_groups
+from .validate import check_int, check_range
 
-__all__ = ["History", "fit", "accuracy"]
+__all__ = ["History", "fit", "accuracy", "batches", "diverged", "DIVERGED_LOSS"]
+
+# A 10-class cross-entropy starts at ln 10 ≈ 2.3; a loss of 1000 means the logits have blown up
+# (the next steps overflow to inf or NaN), so the run is stopped and called diverged.
+DIVERGED_LOSS = 1e3
+
+
+def diverged(loss):
+    """True if a loss value is NaN, infinite or above DIVERGED_LOSS."""
+    return not math.isfinite(loss) or loss > DIVERGED_LOSS
 
 
 @dataclass
 class History:
     loss: list = field(default_factory=list)          # training loss, every step
     eval_steps: list = field(default_factory=list)    # steps at which the lists below were taken
-    train_acc: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)     # (empty with eval_train=False)
     test_acc: list = field(default_factory=list)
     test_loss: list = field(default_factory=list)
     grad_norm: dict = field(default_factory=dict)     # parameter name -> list, every step
     activations: dict = field(default_factory=dict)   # watched module -> list of dicts
+    extra: list = field(default_factory=list)         # what the callback returned, one entry per call
     diverged: bool = False
+    model: object = None                              # the trained model
 
     @property
     def final_test_acc(self):
-        return self.test_acc[-1] if self.test_acc else float("nan")
+        """Test accuracy at the end of training (NaN if the run diverged)."""
+        return self.test_acc[-1] if self.test_acc and not self.diverged else float("nan")
+
+    @property
+    def test_error(self):
+        """Test error in %, at each evaluation."""
+        return [100.0 * (1.0 - a) for a in self.test_acc]
+
+    @property
+    def final_loss(self):
+        """Mean training loss of the last 10 steps (inf if the run diverged)."""
+        return float("inf") if self.diverged else sum(self.loss[-10:]) / len(self.loss[-10:])
 
     @property
     def gap(self):
@@ -49,88 +73,127 @@ def accuracy(model, x, y):
     return acc
 
 
+def batches(n, batch_size, generator):
+    """Index tensors of mini-batches of range(n), endlessly: a fresh permutation every epoch.
+
+    An epoch's last incomplete batch is skipped (its examples come first in a later epoch).
+    """
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for pos in range(0, n - batch_size + 1, batch_size):
+            yield perm[pos:pos + batch_size]
+
+
 def _optimizer(model, name, lr, momentum, weight_decay):
     # normkit.optim: torch.optim's updates without its first-step import of torch._dynamo (~1 s)
+    if not isinstance(name, str):
+        return name                                     # an optimizer built by the caller
     if name == "sgd":
         return optim.SGD(decay_groups(model, weight_decay), lr=lr, momentum=momentum)
     if name == "adam":      # L2 folded into the gradient (coupled), as torch.optim.Adam does
         return optim.Adam(decay_groups(model, weight_decay), lr=lr)
     if name == "adamw":     # decoupled weight decay (Loshchilov & Hutter 2019)
         return optim.AdamW(decay_groups(model, weight_decay), lr=lr)
-    raise ValueError(f"optimizer={name!r}: expected 'sgd', 'adam' or 'adamw'")
+    raise ValueError(f"optimizer={name!r}: expected 'sgd', 'adam', 'adamw' or an optimizer object")
 
 
-def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0,
-        weight_decay=0.0, penalty=None, eval_every=25, watch=(), seed=0, loss_fn=cross_entropy):
-    """Train `model` on `data` (a normkit.data.Split) and return its History.
-
-    penalty: optional callable model -> scalar added to the loss (e.g. an L1 penalty).
-    watch: names of submodules (as in model.named_modules()) whose outputs to summarise.
-    Stops early, with history.diverged = True, if the loss becomes NaN or infinite.
-    """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r}: expected a positive int")
-    n = len(data.x_train)
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-        raise ValueError(f"batch_size={batch_size!r}: expected an int in [1, {n}] (training set size)")
-    check_range("lr", lr)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
-    hist = History()
+def _watch(model, watch):
     modules = dict(model.named_modules())
     for name in watch:
         if name not in modules:
             raise ValueError(f"watch: no submodule named {name!r}; expected one of {list(modules)[1:]}")
-        hist.activations[name] = []
-    named_params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    for k, _ in named_params:
-        hist.grad_norm[k] = []
+    return {name: modules[name] for name in watch}
 
-    def evaluate(step):
-        captured = {}
-        hooks = [modules[name].register_forward_hook(
-            lambda m, i, o, name=name: captured.__setitem__(name, o.detach())) for name in watch]
-        hist.eval_steps.append(step)
-        hist.train_acc.append(accuracy(model, data.x_train, data.y_train))
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logits = model(data.x_test)
+
+def _summary(out):
+    """mean, std and the 15/50/85th percentiles of unit 0 of a watched module's output."""
+    unit = out.reshape(len(out), -1)[:, 0].float()
+    q15, q50, q85 = torch.quantile(unit, torch.tensor([0.15, 0.5, 0.85])).tolist()
+    return {"mean": out.mean().item(), "std": out.std().item(), "q15": q15, "q50": q50, "q85": q85}
+
+
+@torch.no_grad()
+def _evaluate(hist, step, model, data, watched, eval_train, loss_fn):
+    captured = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, name=name: captured.__setitem__(name, o.detach()))
+             for name, m in watched.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        if eval_train:
+            hist.train_acc.append((model(data.x_train).argmax(1) == data.y_train).float().mean().item())
+        captured.clear()                                # the watched outputs are the test set's
+        logits = model(data.x_test)
+    finally:
         model.train(was_training)
         for h in hooks:
             h.remove()
-        hist.test_acc.append((logits.argmax(1) == data.y_test).float().mean().item())
-        hist.test_loss.append(loss_fn(logits, data.y_test).item())
-        qs = torch.tensor([0.15, 0.5, 0.85])
-        for name, out in captured.items():
-            unit = out.reshape(len(out), -1)[:, 0].float()
-            q15, q50, q85 = torch.quantile(unit, qs).tolist()
-            hist.activations[name].append({"mean": out.mean().item(), "std": out.std().item(),
-                                           "q15": q15, "q50": q50, "q85": q85})
+    hist.eval_steps.append(step)
+    hist.test_acc.append((logits.argmax(1) == data.y_test).float().mean().item())
+    hist.test_loss.append(loss_fn(logits, data.y_test).item())
+    for name, out in captured.items():
+        hist.activations[name].append(_summary(out))
 
+
+def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0,
+        weight_decay=0.0, schedule=None, penalty=None, eval_every=25, eval_train=True, watch=(),
+        callback=None, callback_every=1, seed=0, loss_fn=cross_entropy):
+    """Train `model` on `data` (a normkit.data.Split) and return its History.
+
+    optimizer: "sgd" (with `momentum`), "adam" or "adamw", built with `lr` and `weight_decay` on
+        `regularize.decay_groups` (biases and norm parameters not decayed); or an optimizer object
+        built by the caller (anything with zero_grad(), step() and param_groups).
+    schedule: None (constant lr) or "cosine": lr·½(1 + cos(π·step/steps)), decaying to 0.
+    penalty: optional callable model -> scalar added to the loss (e.g. an L1 penalty).
+    eval_every: evaluate (eval mode) at steps 0, eval_every, 2·eval_every, … and at the end;
+        None: at the end only. eval_train=False skips the training-set accuracy.
+    watch: names of submodules (as in model.named_modules()) whose outputs on the test set to summarise.
+    callback(model, x_batch, y_batch): called every `callback_every` steps before the update;
+        what it returns is appended to history.extra.
+    seed: seeds the batch order and the global RNG (dropout masks, noise) at the start.
+    Stops early, with history.diverged = True, as soon as the loss is NaN, infinite or above
+    DIVERGED_LOSS; the model is left in training mode.
+    """
+    check_int("steps", steps)
+    n = len(data.x_train)
+    check_int("batch_size", batch_size, 1, n, "training set size")
+    check_range("lr", lr)
+    if eval_every is not None:
+        check_int("eval_every", eval_every)
+    check_int("callback_every", callback_every)
+    if schedule not in (None, "cosine"):
+        raise ValueError(f"schedule={schedule!r}: expected None or 'cosine'")
+    torch.manual_seed(seed)
+    opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
+    base_lrs = [group["lr"] for group in opt.param_groups]
+    watched = _watch(model, watch)
+    hist = History(model=model, activations={name: [] for name in watched})
+    named_params = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    hist.grad_norm = {k: [] for k, _ in named_params}
     model.train()
-    perm, pos = torch.randperm(n, generator=gen), 0
+    order = batches(n, batch_size, torch.Generator().manual_seed(seed))
     for step in range(steps):
-        if step % eval_every == 0:
-            evaluate(step)
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+        if eval_every is not None and step % eval_every == 0:
+            _evaluate(hist, step, model, data, watched, eval_train, loss_fn)
+        idx = next(order)
+        xb, yb = data.x_train[idx], data.y_train[idx]
+        if callback is not None and step % callback_every == 0:
+            hist.extra.append(callback(model, xb, yb))
+        loss = loss_fn(model(xb), yb)
         if penalty is not None:
             loss = loss + penalty(model)
-        if not math.isfinite(loss.item()):
+        if diverged(loss.item()):
             hist.diverged = True
             hist.loss.append(float("nan"))
-            break
+            return hist
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for k, p in named_params:
             hist.grad_norm[k].append(p.grad.norm().item() if p.grad is not None else 0.0)
+        if schedule == "cosine":
+            for group, base in zip(opt.param_groups, base_lrs):
+                group["lr"] = base * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.step()
         hist.loss.append(loss.item())
-    if not hist.diverged:
-        evaluate(steps)
+    _evaluate(hist, steps, model, data, watched, eval_train, loss_fn)
     return hist
