@@ -4,7 +4,7 @@
     python slides_assets/build.py notebooks/03_*.ipynb --out /tmp/deck
 
 The notebooks are committed executed, so nothing runs here: the saved outputs are converted (figures
-show the default slider values). What makes the decks work without a network (DESIGN.md, "Presenting"):
+show the default slider values). What makes the decks work without a network (README, "Presenting"):
 
 - the template `slides_assets/template/offline_reveal` loads reveal.js 5 and MathJax 3 from
   `slides/assets/` (copied from this folder) instead of CDNs, and drops mermaid, jQuery and require.js;
@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 ASSETS = ("reveal.js", "mathjax")          # folders of HERE copied to <out>/assets/
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-SLIDE = {"width": 1280, "height": 720}     # DESIGN.md: a slide fits a 1280×720 screen
+SLIDE = {"width": 1280, "height": 720}     # a slide fits a 1280×720 screen (the browser tests check it)
 
 # A reference the browser would fetch (not a link in text or a comment in CSS).
 REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|@import\s+(?:url\()?["']?(?:https?:)?//|"""

@@ -195,6 +195,51 @@ def test_fit_with_weight_decay_and_penalty(small_digits):
     assert len(calls) == 10 and len(h.loss) == 10 and not h.diverged
 
 
+def test_fit_sampler_is_one_permutation_per_epoch():
+    gen = torch.Generator().manual_seed(3)
+    order = nk.train.batches(10, 3, gen)
+    epochs = [torch.cat([next(order) for _ in range(3)]) for _ in range(4)]   # 3 batches of 3 per epoch of 10
+    for e in epochs:
+        assert len(set(e.tolist())) == 9                  # no repeats within an epoch, one left over
+    assert len({tuple(e.tolist()) for e in epochs}) == 4  # reshuffled every epoch
+
+
+def test_fit_takes_an_optimizer_object_and_a_cosine_schedule(small_digits):
+    torch.manual_seed(0)
+    model = nk.models.mlp([64, 16, 10])
+    opt = nk.optim.SGD(model.parameters(), lr=0.2)
+    seen = []
+    h = nk.train.fit(model, small_digits, steps=8, batch_size=16, optimizer=opt, schedule="cosine",
+                     eval_every=None, callback=lambda m, x, y: seen.append(opt.param_groups[0]["lr"]) or len(x))
+    lrs = [0.2 * 0.5 * (1 + math.cos(math.pi * t / 8)) for t in range(8)]
+    assert seen[0] == 0.2 and seen[1:] == pytest.approx(lrs[:-1])   # callback runs before each step's update
+    assert opt.param_groups[0]["lr"] == pytest.approx(lrs[-1])
+    assert h.extra == [16] * 8 and h.eval_steps == [8] and len(h.train_acc) == 1
+    assert h.model is model and h.final_loss == pytest.approx(np.mean(h.loss[-10:]))
+    assert h.test_error == pytest.approx([100 * (1 - h.test_acc[0])])
+
+
+def test_fit_eval_train_false_and_callback_every(small_digits):
+    torch.manual_seed(0)
+    h = nk.train.fit(nk.models.mlp([64, 16, 10]), small_digits, steps=10, batch_size=16, eval_every=4,
+                     eval_train=False, callback=lambda m, x, y: 1, callback_every=3)
+    assert h.eval_steps == [0, 4, 8, 10] and h.train_acc == [] and len(h.test_acc) == 4
+    assert h.extra == [1] * 4                          # steps 0, 3, 6, 9
+
+
+def test_diverged_is_one_definition():
+    assert not nk.train.diverged(2.3) and not nk.train.diverged(nk.train.DIVERGED_LOSS)
+    assert all(nk.train.diverged(v) for v in (float("nan"), float("inf"), 1001.0))
+
+
+def test_fit_stops_when_the_loss_passes_the_divergence_bound(small_digits):
+    torch.manual_seed(0)
+    h = nk.train.fit(nk.models.mlp([64, 10]), small_digits, steps=5, batch_size=16, eval_every=None,
+                     penalty=lambda m: torch.tensor(2e3))     # finite but above DIVERGED_LOSS
+    assert h.diverged and len(h.loss) == 1 and math.isnan(h.loss[0])
+    assert math.isinf(h.final_loss) and math.isnan(h.final_test_acc)
+
+
 def test_accuracy_restores_mode():
     model = nk.models.mlp([4, 3])
     x, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)

@@ -1,5 +1,5 @@
 """Bad input raises ValueError naming the argument (and the value received), never a silent wrong
-answer or a traceback from deep inside torch (DESIGN.md, "normkit API")."""
+answer or a traceback from deep inside torch (normkit/validate.py)."""
 import re
 
 import pytest
@@ -126,6 +126,9 @@ FIT_CASES = {
     "fit-lr": (dict(lr=-0.1), r"^lr=-0\.1"),
     "fit-optimizer": (dict(optimizer="rmsprop"), r"^optimizer='rmsprop'"),
     "fit-watch": (dict(watch=["nope"]), r"^watch: .*'nope'"),
+    "fit-schedule": (dict(schedule="step"), r"^schedule='step': expected None or 'cosine'"),
+    "fit-eval-every": (dict(eval_every=0), r"^eval_every=0: expected a positive int"),
+    "fit-callback-every": (dict(callback_every=1.5), r"^callback_every=1.5: expected a positive int"),
 }
 
 
