@@ -1,4 +1,4 @@
-"""Covariate shift and internal covariate shift as experiments (notebook 02).
+"""Notebook 02 (internal covariate shift): covariate shift and internal covariate shift as experiments.
 
 - covariate shift (공변량 변화) of the inputs: `shift_split` (two-class points at shift 0),
   `train_shift_classifier`, `accuracy_under_shift` (the same model on inputs moved by each shift).
@@ -6,15 +6,18 @@
   `sigmoid_mlp_run` trains the 3-layer sigmoid MLP of 100 units with or without batch norm and
   records the 15/50/85th percentiles of one unit's input to its last sigmoid
   (`sigmoid_input_name` finds that module); `percentile_drift` and `steps_to_accuracy` turn the
-  History into the numbers the notebook states.
+  History into the numbers the notebook states;
+- the exercise checkers `check_unit_percentiles`, `check_importance_weight`.
 """
 import torch
 from torch import nn
 
-from . import data, models, train
+from .. import check, data, models, train
+from ..data import CLASSES, PIXELS
 
 __all__ = ["shift_split", "train_shift_classifier", "accuracy_under_shift", "sigmoid_input_name",
-           "sigmoid_mlp_run", "percentile_drift", "steps_to_accuracy"]
+           "sigmoid_mlp_run", "percentile_drift", "steps_to_accuracy",
+           "check_unit_percentiles", "check_importance_weight"]
 
 
 # ====================================================================== covariate shift of inputs
@@ -56,7 +59,7 @@ def sigmoid_input_name(model):
 
 def sigmoid_mlp_run(batch_norm, steps=600, lr=0.003, optimizer="adam", batch_size=60, eval_every=20,
                     seed=0):
-    """Ioffe & Szegedy's Fig. 1 network on digits: 64 → 100 → 100 → 100 → 10, sigmoid.
+    """Ioffe & Szegedy's Fig. 1 network on digits: 64 pixels → 100 → 100 → 100 → 10 classes, sigmoid.
 
     batch_norm=True inserts BatchNorm1d between every hidden Linear and its sigmoid (the paper's
     placement). Adam by default, mini-batches of 60. Returns (History, name of the watched module): the
@@ -64,7 +67,7 @@ def sigmoid_mlp_run(batch_norm, steps=600, lr=0.003, optimizer="adam", batch_siz
     sigmoid over the test digits, every `eval_every` steps.
     """
     torch.manual_seed(seed)
-    model = models.mlp([64, 100, 100, 100, 10], activation="sigmoid",
+    model = models.mlp([PIXELS, 100, 100, 100, CLASSES], activation="sigmoid",
                        norm="batch" if batch_norm else None)
     name = sigmoid_input_name(model)
     hist = train.fit(model, data.digits(), steps=steps, batch_size=batch_size, lr=lr,
@@ -84,3 +87,30 @@ def percentile_drift(history, name, after=0):
 def steps_to_accuracy(history, target):
     """First evaluated step with test accuracy ≥ target, or None if training never got there."""
     return next((s for s, a in zip(history.eval_steps, history.test_acc) if a >= target), None)
+
+
+# ============================================================================ exercise checkers
+def check_unit_percentiles(fn):
+    """Exercise: fn(z, unit) -> (q15, q50, q85), the 15/50/85th percentiles of column `unit` of
+    z (N, D), linearly interpolated (torch.quantile's and numpy's default)."""
+    z = torch.randn(37, 6, generator=torch.Generator().manual_seed(22), dtype=torch.float64) * 2 + 1
+    expected = torch.quantile(z[:, 4], torch.tensor([0.15, 0.5, 0.85], dtype=torch.float64))
+
+    def three(z, unit):
+        out = fn(z, unit)
+        if out is None or any(q is None for q in out):
+            return None
+        return torch.tensor([float(q) for q in out], dtype=torch.float64)
+    return check.exercise("unit_percentiles (q15, q50, q85)", three, (z.clone(), 4), expected,
+                          "torch.quantile(z[:, unit], [0.15, 0.5, 0.85])")
+
+
+def check_importance_weight(fn):
+    """Exercise: fn(x, shift) -> p_test(x) / p_train(x) for each row of x (N, 2), with training
+    inputs ~ N((0, 0), I) and test inputs ~ N((shift, 0), I) (data.covariate_shift)."""
+    x = torch.randn(12, 2, generator=torch.Generator().manual_seed(23), dtype=torch.float64)
+    shift = 1.5
+    normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    expected = (normal.log_prob(x[:, 0] - shift) - normal.log_prob(x[:, 0])).exp()
+    return check.exercise("importance_weight", fn, (x.clone(), shift), expected,
+                          "the ratio of the two Gaussian densities, exp(shift·x₁ − shift²/2)")
