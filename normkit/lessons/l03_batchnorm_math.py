@@ -1,0 +1,122 @@
+"""Notebook 03 (batch-norm math): batch norm computed step by step on a real mini-batch.
+
+- `batch_norm_steps` (Ioffe & Szegedy's Algorithm 1 in four lines, returning `BatchNormSteps`:
+  μ_B, σ²_B, x̂, y), on the pre-activations `hidden_preactivations` of a fresh Linear(64, n) layer;
+- `activation_regions`: how much of a normalized unit falls into the sigmoid's near-linear region
+  (|y| < `SIGMOID_LINEAR_HALF_WIDTH`) and into a ReLU's dead half;
+- `batch_stat_spread`: how noisy the batch statistics μ_B, σ²_B are for a given batch size;
+- the exercise checkers `check_batch_norm_train`, `check_identity_params`, `check_batch_norm_backward`.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from .. import check
+from ..validate import check_range
+
+__all__ = ["BatchNormSteps", "batch_norm_steps", "hidden_preactivations", "activation_regions",
+           "SIGMOID_LINEAR_HALF_WIDTH", "batch_stat_spread",
+           "check_batch_norm_train", "check_identity_params", "check_batch_norm_backward"]
+
+
+# ----------------------------------------------------------------------------- batch norm, step by step
+@dataclass
+class BatchNormSteps:
+    """The intermediate values of one batch-norm forward pass, one column per feature."""
+    mu: torch.Tensor      # μ_B   (D,)
+    var: torch.Tensor     # σ²_B  (D,), biased: divided by m
+    xhat: torch.Tensor    # x̂     (m, D), mean 0 and variance σ²/(σ² + ε) ≈ 1 per column
+    y: torch.Tensor       # y = γ·x̂ + β   (m, D)
+
+
+def batch_norm_steps(x, gamma=None, beta=None, eps=1e-5):
+    """Batch norm of an (m, D) mini-batch, written as the four lines of Ioffe & Szegedy's Algorithm 1.
+
+    Plain tensor primitives, so autograd can differentiate it (notebook 03 checks the
+    hand-derived backward of normkit.manual against it). gamma, beta default to 1 and 0.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or len(x) < 2:
+        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x: expected an (m, D) mini-batch with m >= 2, got {shape}")
+    check_range("eps", eps)
+    gamma = torch.ones(x.shape[1], dtype=x.dtype) if gamma is None else gamma
+    beta = torch.zeros(x.shape[1], dtype=x.dtype) if beta is None else beta
+    mu = x.mean(0)                                   # μ_B  = 1/m Σ x_i
+    var = ((x - mu) ** 2).mean(0)                    # σ²_B = 1/m Σ (x_i − μ_B)²
+    xhat = (x - mu) / torch.sqrt(var + eps)          # x̂_i  = (x_i − μ_B) / √(σ²_B + ε)
+    y = gamma * xhat + beta                          # y_i  = γ x̂_i + β
+    return BatchNormSteps(mu, var, xhat, y)
+
+
+def hidden_preactivations(x, n_units=4, seed=0):
+    """z = x·Wᵀ + b of a freshly initialized nn.Linear(64, n_units): what a BN layer would see.
+
+    x: (N, 64) digits. Returns z (N, n_units), no gradient.
+    """
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], n_units)
+    with torch.no_grad():
+        return layer(x)
+
+
+# ----------------------------------------------------------------------------- where normalized units land
+SIGMOID_LINEAR_HALF_WIDTH = 1.0
+"""|y| < 1: where the sigmoid stays within 0.019 of its tangent ½ + y/4 (its 'linear region')."""
+
+
+def activation_regions(y):
+    """(fraction of y in the sigmoid's near-linear region |y| < 1, fraction with y < 0: ReLU's dead half)."""
+    y = torch.as_tensor(y).flatten()
+    linear = (y.abs() < SIGMOID_LINEAR_HALF_WIDTH).double().mean().item()
+    dead = (y < 0).double().mean().item()
+    return linear, dead
+
+
+# ----------------------------------------------------------------------------- how noisy μ_B and σ²_B are
+def batch_stat_spread(population, batch_sizes, n_batches=500, seed=0):
+    """Draw `n_batches` mini-batches (without replacement) of each size from a 1-D population.
+
+    Returns {B: (batch means (n_batches,), biased batch variances (n_batches,))}: the μ_B and
+    σ²_B that batch norm would normalize each of those batches with.
+    """
+    population = torch.as_tensor(population).flatten()
+    n, b_max = len(population), max(batch_sizes)
+    if min(batch_sizes) < 2 or b_max > n:
+        raise ValueError(f"batch_sizes={batch_sizes!r}: expected sizes in [2, {n}] (population size)")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.rand(n_batches, n, generator=g).argsort(1)[:, :b_max]   # one shuffle per batch
+    draws = population[idx]
+    return {b: (draws[:, :b].mean(1), draws[:, :b].var(1, correction=0)) for b in batch_sizes}
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def check_batch_norm_train(fn):
+    """Exercise: fn(x, gamma, beta, eps) -> y, batch norm of an (N, D) batch in training."""
+    x, gamma, beta = check.bn_inputs(3)
+    expected = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+    return check.exercise("batch_norm_train", fn, (x.clone(), gamma, beta, 1e-5), expected,
+                          "torch.nn.functional.batch_norm")
+
+
+def check_identity_params(fn):
+    """Exercise: fn(x, eps) -> (gamma, beta) that make batch norm return x unchanged."""
+    x, _, _ = check.bn_inputs(4)
+    eps = 1e-5
+    expected = torch.cat([(x.var(0, correction=0) + eps).sqrt(), x.mean(0)])
+
+    def both(x, eps):       # not check.joined: a None answer stays "your function raised TypeError: …"
+        gamma, beta = fn(x, eps)
+        return torch.cat([torch.as_tensor(gamma, dtype=x.dtype).flatten(),
+                          torch.as_tensor(beta, dtype=x.dtype).flatten()])
+    return check.exercise("identity_params (γ then β)", both, (x.clone(), eps), expected,
+                          "γ = √(σ²+ε), β = μ: batch norm returns its input")
+
+
+def check_batch_norm_backward(fn):
+    """Exercise: fn(dout, x, gamma, eps) -> dx, the input gradient of training-mode BN."""
+    x, gamma, beta = check.bn_inputs(5)
+    dout = torch.randn(x.shape, generator=torch.Generator().manual_seed(6), dtype=x.dtype)
+    xl = x.clone().requires_grad_(True)
+    torch.nn.functional.batch_norm(xl, None, None, gamma, beta, training=True, eps=1e-5).backward(dout)
+    return check.exercise("batch_norm_backward", fn, (dout, x.clone(), gamma, 1e-5), xl.grad,
+                          "autograd through torch.nn.functional.batch_norm")

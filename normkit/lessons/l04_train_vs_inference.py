@@ -1,0 +1,162 @@
+"""Notebook 04 (training vs inference): batch norm's running statistics and what eval mode uses.
+
+- `running_stats_trace` follows a BatchNorm1d's running_mean / running_var buffers (an
+  exponential moving average) during training, with the batch statistics (`RunningTrace`);
+- `keras_moving_average`: the seeds' and Keras' momentum convention (moving ← m·moving + (1 − m)·value),
+  PyTorch's with m = 1 − momentum; `ema_steps_to_forget`: how long the initial value still weighs;
+- `prediction_by_company`: what a forgotten `model.eval()` does (one input's prediction in
+  different batches, training vs eval mode);
+- `placement_experiment`: batch norm before vs after the activation, trained with `train.fit`;
+- the exercise checkers `check_running_mean`, `check_running_var`, `check_bn_inference`.
+"""
+import copy
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .. import check, layers, models, train
+from ..validate import check_int, check_range
+
+__all__ = ["RunningTrace", "running_stats_trace", "keras_moving_average", "ema_steps_to_forget",
+           "prediction_by_company", "placement_experiment",
+           "check_running_mean", "check_running_var", "check_bn_inference"]
+
+
+# ----------------------------------------------------------------------------- running statistics
+@dataclass
+class RunningTrace:
+    """What a BatchNorm1d layer saw and stored over `steps` training steps (one row per step)."""
+    running_mean: torch.Tensor   # (steps + 1, C): row 0 is the initial value (0)
+    running_var: torch.Tensor    # (steps + 1, C): row 0 is the initial value (1)
+    batch_mean: torch.Tensor     # (steps, C)
+    batch_var: torch.Tensor      # (steps, C), unbiased (divided by B − 1): what torch stores
+    batch_var_biased: torch.Tensor  # (steps, C), divided by B: what it normalizes with
+
+
+def running_stats_trace(population, momentum=0.1, batch_size=32, steps=200, seed=0):
+    """Feed mini-batches of `population` ((N,) or (N, C)) to a normkit.BatchNorm1d in training mode.
+
+    momentum is PyTorch's (None = cumulative average). The batches come from `train.batches`
+    (reshuffled every epoch, as in `train.fit`). Records the layer's running_mean and
+    running_var buffers after every step, and the statistics of each batch.
+    """
+    pop = torch.as_tensor(population)
+    pop = pop.reshape(len(pop), -1)
+    check_int("batch_size", batch_size, 2, len(pop))
+    bn = layers.BatchNorm1d(pop.shape[1], momentum=momentum, affine=False, dtype=pop.dtype)
+    rm, rv, bm, bv, bvb = [bn.running_mean.clone()], [bn.running_var.clone()], [], [], []
+    order = train.batches(len(pop), batch_size, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        for idx in itertools.islice(order, steps):
+            batch = pop[idx]
+            bn(batch)
+            rm.append(bn.running_mean.clone())
+            rv.append(bn.running_var.clone())
+            bm.append(batch.mean(0))
+            bv.append(batch.var(0))
+            bvb.append(batch.var(0, correction=0))
+    return RunningTrace(*(torch.stack(t) for t in (rm, rv, bm, bv, bvb)))
+
+
+def keras_moving_average(values, momentum=0.99, init=0.0):
+    """The seeds' and Keras' convention: moving ← momentum·moving + (1 − momentum)·value.
+
+    values: (steps, ...) batch statistics. Returns (steps + 1, ...) with row 0 = init.
+    PyTorch writes the same average as moving ← (1 − m)·moving + m·value, so m = 1 − momentum.
+    """
+    check_range("momentum", momentum, 0.0, 1.0)
+    moving = torch.full_like(values[0], init)
+    out = [moving]
+    for value in values:
+        moving = momentum * moving + (1 - momentum) * value
+        out.append(moving)
+    return torch.stack(out)
+
+
+def ema_steps_to_forget(momentum, fraction=0.01):
+    """Steps until the initial value's weight (1 − momentum)^k falls below `fraction` (PyTorch's momentum)."""
+    check_range("momentum", momentum, 0.0, 1.0)
+    if momentum == 0:
+        return math.inf
+    if momentum == 1:
+        return 1
+    return math.ceil(math.log(fraction) / math.log(1 - momentum))
+
+
+# ----------------------------------------------------------------------------- forgetting model.eval()
+@torch.no_grad()
+def prediction_by_company(model, x0, label, companions):
+    """Probability of class `label` for the single input x0, sitting in different batches.
+
+    companions: list of (k, ...) tensors; batch i is [x0, *companions[i]]. Returns two lists,
+    (probabilities in training mode, probabilities in eval mode). Runs on a copy of the model,
+    because a forward pass in training mode also overwrites the running statistics.
+    """
+    model = copy.deepcopy(model)
+    out = {}
+    for mode in (True, False):
+        model.train(mode)
+        probs = []
+        for others in companions:
+            batch = torch.cat([x0.unsqueeze(0), others])
+            probs.append(model(batch).softmax(1)[0, label].item())
+        out[mode] = probs
+    return out[True], out[False]
+
+
+# ----------------------------------------------------------------------------- BN before or after the activation
+def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activation="relu",
+                         steps=100, batch_size=32, lr=0.1):
+    """Train the same MLP with BN before and with BN after the activation, once per seed.
+
+    Before (Ioffe & Szegedy; seed 004): Linear(no bias) → BN → act. After (seed 000):
+    Linear → act → BN. Returns {"before": [test accuracy per seed], "after": [...]}.
+    """
+    out = {"before": [], "after": []}
+    for seed in seeds:
+        for name, after in (("before", False), ("after", True)):
+            torch.manual_seed(seed)
+            model = models.mlp(list(sizes), activation, norm="batch", norm_after_activation=after)
+            hist = train.fit(model, data, steps=steps, batch_size=batch_size, lr=lr, eval_every=steps,
+                             seed=seed)
+            out[name].append(hist.final_test_acc)
+    return out
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def _torch_bn_after_one_step(running_mean, running_var, batch, momentum):
+    bn = torch.nn.BatchNorm1d(batch.shape[1], momentum=momentum, affine=False, dtype=batch.dtype)
+    bn.running_mean.copy_(running_mean)
+    bn.running_var.copy_(running_var)
+    bn.train()(batch)
+    return bn
+
+
+def check_running_mean(fn):
+    """Exercise: fn(running_mean, batch, momentum) -> the updated running mean (PyTorch's momentum)."""
+    batch, rm, rv = check.bn_inputs(7, n=8)
+    rv = rv.abs() + 0.5
+    bn = _torch_bn_after_one_step(rm, rv, batch, 0.1)
+    return check.exercise("running_mean", fn, (rm.clone(), batch.clone(), 0.1), bn.running_mean,
+                          "torch.nn.BatchNorm1d(momentum=0.1).running_mean")
+
+
+def check_running_var(fn):
+    """Exercise: fn(running_var, batch, momentum) -> the updated running variance."""
+    batch, rm, rv = check.bn_inputs(8, n=8)
+    rv = rv.abs() + 0.5
+    bn = _torch_bn_after_one_step(rm, rv, batch, 0.1)
+    return check.exercise("running_var", fn, (rv.clone(), batch.clone(), 0.1), bn.running_var,
+                          "torch.nn.BatchNorm1d(momentum=0.1).running_var")
+
+
+def check_bn_inference(fn):
+    """Exercise: fn(x, running_mean, running_var, gamma, beta, eps) -> y in eval mode."""
+    x, gamma, beta = check.bn_inputs(9)
+    rm = x.mean(0) + 0.3
+    rv = x.var(0) * 1.2
+    expected = torch.nn.functional.batch_norm(x, rm, rv, gamma, beta, training=False, eps=1e-5)
+    return check.exercise("bn_inference", fn, (x.clone(), rm.clone(), rv.clone(), gamma, beta, 1e-5),
+                          expected, "torch.nn.functional.batch_norm(training=False)")
