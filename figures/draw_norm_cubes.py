@@ -1,7 +1,8 @@
 """Draw figures/norm_cubes.png: which elements of an (N, C, H·W) activation share one mean and variance.
 
-After Wu & He 2018, Fig. 2. The shading comes from normkit.norm_axes.stat_sets, the same function the
-notebook and the tests use, so the picture cannot drift from the code. Run from the repository root:
+After Wu & He 2018, Fig. 2. The shading comes from stat_sets in normkit.lessons.l05_normalization_axes,
+the same function the notebook and the tests use, so the picture cannot drift from the code.
+Run from the repository root:
 
     .venv/bin/python figures/draw_norm_cubes.py
 """
@@ -13,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from normkit.norm_axes import stat_sets  # noqa: E402
+from normkit.lessons.l05_normalization_axes import stat_sets  # noqa: E402
 
 N, C, L, G = 4, 6, 4, 3          # samples, channels, positions H·W, groups (2 channels each)
 PANELS = [("batch", "Batch Norm", "per channel, over N and H·W"),

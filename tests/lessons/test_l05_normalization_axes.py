@@ -1,13 +1,13 @@
-"""normkit.norm_axes (notebook 05) against torch, and the notebook-05 exercise checkers."""
+"""normkit.lessons.l05_normalization_axes (notebook 05): its experiments against torch, its claims and its
+exercise checkers."""
 import pytest
 import torch
 import torch.nn.functional as TF
 from torch import nn
 
 import normkit as nk
-from normkit import norm_axes as na
-
-from .conftest import assert_close, leaf, randn
+from normkit.lessons import l05_normalization_axes as lesson
+from tests.conftest import assert_close, leaf, randn
 
 # ----------------------------------------------------------------------------- stat_sets
 
@@ -22,10 +22,10 @@ def _standardize_by_ids(x, ids, eps=1e-5):
     return out
 
 
-@pytest.mark.parametrize("method", na.METHODS)
+@pytest.mark.parametrize("method", lesson.METHODS)
 def test_stat_sets_reproduce_torch_normalizations(method):
     x = randn(3, 6, 5, seed=1)
-    ids = na.stat_sets(method, tuple(x.shape), num_groups=3 if method == "group" else None)
+    ids = lesson.stat_sets(method, tuple(x.shape), num_groups=3 if method == "group" else None)
     reference = {"batch": lambda: TF.batch_norm(x, None, None, training=True),
                  "layer": lambda: TF.layer_norm(x, x.shape[1:]),
                  "instance": lambda: TF.instance_norm(x),
@@ -35,17 +35,17 @@ def test_stat_sets_reproduce_torch_normalizations(method):
 
 def test_stat_sets_group_extremes_are_layer_and_instance():
     shape = (2, 4, 3)
-    assert torch.equal(na.stat_sets("group", shape, 1), na.stat_sets("layer", shape))
-    assert torch.equal(na.stat_sets("group", shape, 4), na.stat_sets("instance", shape))
+    assert torch.equal(lesson.stat_sets("group", shape, 1), lesson.stat_sets("layer", shape))
+    assert torch.equal(lesson.stat_sets("group", shape, 4), lesson.stat_sets("instance", shape))
 
 
 def test_stat_sets_bad_input():
     with pytest.raises(ValueError, match="method="):
-        na.stat_sets("weight", (2, 4, 3))
+        lesson.stat_sets("weight", (2, 4, 3))
     with pytest.raises(ValueError, match="num_groups=3"):
-        na.stat_sets("group", (2, 4, 3), num_groups=3)
+        lesson.stat_sets("group", (2, 4, 3), num_groups=3)
     with pytest.raises(ValueError, match="shape="):
-        na.stat_sets("batch", (2, 4))
+        lesson.stat_sets("batch", (2, 4))
 
 # ----------------------------------------------------------------------------- ghost batch norm
 
@@ -67,7 +67,7 @@ def _torch_chunks(x, ghost, weight, bias, momentum=0.1):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_ghost_batch_norm_is_batch_norm_per_chunk(dtype):
     x = leaf(randn(8, 3, 4, 4, dtype=dtype, scale=2.0, offset=1.0, seed=2))
-    ours = na.GhostBatchNorm2d(3, ghost_size=2, dtype=dtype)
+    ours = lesson.GhostBatchNorm2d(3, ghost_size=2, dtype=dtype)
     with torch.no_grad():
         ours.weight.copy_(torch.tensor([0.5, 1.5, 2.0]))
         ours.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
@@ -86,7 +86,7 @@ def test_ghost_batch_norm_is_batch_norm_per_chunk(dtype):
 
 def test_ghost_batch_norm_full_batch_and_eval_equal_batch_norm():
     x = randn(6, 3, 2, 2, dtype=torch.float32, seed=4)
-    ghost, plain = na.GhostBatchNorm2d(3, ghost_size=6), nk.BatchNorm2d(3)
+    ghost, plain = lesson.GhostBatchNorm2d(3, ghost_size=6), nk.BatchNorm2d(3)
     assert_close(ghost(x), plain(x))
     assert_close(ghost.running_var, plain.running_var)
     ghost.eval(), plain.eval()
@@ -94,7 +94,7 @@ def test_ghost_batch_norm_full_batch_and_eval_equal_batch_norm():
 
 
 def test_ghost_batch_norm_state_dict_is_batch_norms():
-    ghost = na.GhostBatchNorm2d(4, ghost_size=2)
+    ghost = lesson.GhostBatchNorm2d(4, ghost_size=2)
     ref = nn.BatchNorm2d(4)
     assert ghost.state_dict().keys() == ref.state_dict().keys()
     ghost.load_state_dict(ref.state_dict())
@@ -102,14 +102,14 @@ def test_ghost_batch_norm_state_dict_is_batch_norms():
 
 def test_ghost_batch_norm_bad_input():
     with pytest.raises(ValueError, match="ghost_size=0"):
-        na.GhostBatchNorm2d(3, ghost_size=0)
+        lesson.GhostBatchNorm2d(3, ghost_size=0)
     with pytest.raises(ValueError, match="multiple of ghost_size=4"):
-        na.GhostBatchNorm2d(3, ghost_size=4)(torch.randn(6, 3, 2, 2))
+        lesson.GhostBatchNorm2d(3, ghost_size=4)(torch.randn(6, 3, 2, 2))
 
 
 def test_ghost_cnn_replaces_every_batch_norm():
-    model = na.ghost_cnn(4, channels=8)
-    ghosts = [m for m in model if isinstance(m, na.GhostBatchNorm2d)]
+    model = lesson.ghost_cnn(4, channels=8)
+    ghosts = [m for m in model if isinstance(m, lesson.GhostBatchNorm2d)]
     assert len(ghosts) == 2 and all(g.ghost_size == 4 for g in ghosts)
     assert model(torch.randn(8, 1, 8, 8)).shape == (8, 10)
 
@@ -122,31 +122,44 @@ def tiny_digits():
 
 
 def test_train_cnn_records_and_is_deterministic(tiny_digits):
-    a = na.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
-    b = na.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
-    assert a.steps == [0, 2, 4] and len(a.test_error) == 3
-    assert a.test_error == b.test_error and 0 <= a.final_error <= 100
+    a = lesson.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
+    b = lesson.train_cnn("batch", 2, tiny_digits, steps=4, batch_size=8, eval_every=2, channels=4)
+    assert isinstance(a, nk.train.History) and a.train_acc == []        # eval_train=False
+    assert a.eval_steps == [0, 2, 4] and len(a.test_error) == 3 and len(a.loss) == 4
+    assert a.test_error == b.test_error and 0 <= a.test_error[-1] <= 100
+
+
+def test_train_cnn_is_fit_with_adam_and_cosine(tiny_digits):
+    """The same run by hand through train.fit: one training loop in the course."""
+    run = lesson.train_cnn("group", 8, tiny_digits, steps=5, batch_size=8, lr=0.02, eval_every=5,
+                           channels=4, seed=3)
+    torch.manual_seed(3)
+    model = nk.models.cnn("group", channels=4, groups=4)
+    ref = nk.train.fit(model, tiny_digits, steps=5, batch_size=8, lr=0.02, optimizer="adam",
+                       schedule="cosine", eval_every=5, eval_train=False, seed=3)
+    assert run.loss == ref.loss and run.test_acc == ref.test_acc
 
 
 def test_train_cnn_bad_input(tiny_digits):
     with pytest.raises(ValueError, match="norm="):
-        na.train_cnn("layer", 2, tiny_digits, steps=1)
+        lesson.train_cnn("layer", 2, tiny_digits, steps=1)
     with pytest.raises(ValueError, match="images_per_batch=3"):
-        na.train_cnn("batch", 3, tiny_digits, steps=1, batch_size=8)
+        lesson.train_cnn("batch", 3, tiny_digits, steps=1, batch_size=8)
 
 
 def test_batch_size_sweep_trains_group_norm_once(tiny_digits):
-    runs = na.batch_size_sweep(tiny_digits, sizes=(4, 2), steps=2, batch_size=4, eval_every=1, channels=4)
+    runs = lesson.batch_size_sweep(tiny_digits, sizes=(4, 2), steps=2, batch_size=4, eval_every=1, channels=4)
     assert set(runs) == {("batch", 4), ("batch", 2), ("group", 4), ("group", 2)}
     assert runs["group", 4] is runs["group", 2]
-    assert runs["batch", 2].images_per_batch == 2
+    ghost_sizes = {m.ghost_size for m in runs["batch", 2].model if isinstance(m, lesson.GhostBatchNorm2d)}
+    assert ghost_sizes == {2} and runs["batch", 2] is not runs["batch", 4]
 
 # ----------------------------------------------------------------------------- sequences
 
 
 def test_norm_rnn_layer_norm_matches_a_torch_twin():
     torch.manual_seed(0)
-    rnn = na.NormRNN(3, 5, norm="layer")
+    rnn = lesson.NormRNN(3, 5, norm="layer")
     x = torch.randn(4, 6, 3)
     h, outs = torch.zeros(4, 5), []
     for t in range(6):
@@ -159,32 +172,32 @@ def test_batch_dependence_zero_for_layer_norm_not_for_batch_norm():
     torch.manual_seed(0)
     x = torch.randn(9, 5, 3)
     sample, a, b = x[0], x[1:5], x[5:9]
-    assert na.batch_dependence(na.NormRNN(3, 8, norm="layer"), sample, a, b) == 0.0
-    assert na.batch_dependence(na.NormRNN(3, 8, norm="batch").train(), sample, a, b) > 1e-3
+    assert lesson.batch_dependence(lesson.NormRNN(3, 8, norm="layer"), sample, a, b) == 0.0
+    assert lesson.batch_dependence(lesson.NormRNN(3, 8, norm="batch").train(), sample, a, b) > 1e-3
 
 
 def test_norm_rnn_bad_input():
     with pytest.raises(ValueError, match="norm="):
-        na.NormRNN(3, 4, norm="group")
+        lesson.NormRNN(3, 4, norm="group")
     with pytest.raises(ValueError, match="x: expected"):
-        na.NormRNN(3, 4)(torch.randn(2, 3))
+        lesson.NormRNN(3, 4)(torch.randn(2, 3))
 
 # ----------------------------------------------------------------------------- style, timing
 
 
 def test_photo_and_instance_norm_remove_restyling():
-    img = na.photo(size=32)
+    img = lesson.photo(size=32)
     assert img.shape == (1, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
     img = img.double()                  # float64: normalizing a low-contrast image amplifies rounding
-    styled = na.restyle(img, contrast=0.4, brightness=0.3, tint=(1.2, 0.9, 0.7))
+    styled = lesson.restyle(img, contrast=0.4, brightness=0.3, tint=(1.2, 0.9, 0.7))
     assert_close(styled.mean((2, 3)), img.mean((2, 3)) + 0.3, factor=10)
     assert_close(TF.instance_norm(styled, eps=0), TF.instance_norm(img, eps=0), factor=100)
     with pytest.raises(ValueError, match="contrast=-1"):
-        na.restyle(img, contrast=-1)
+        lesson.restyle(img, contrast=-1)
 
 
 def test_time_forward_backward_returns_milliseconds():
-    ms = na.time_forward_backward(lambda x: x * 2, torch.randn(4, 4), repeat=3)
+    ms = lesson.time_forward_backward(lambda x: x * 2, torch.randn(4, 4), repeat=3)
     assert isinstance(ms, float) and ms >= 0
 
 # ----------------------------------------------------------------------------- exercise checkers
@@ -196,9 +209,9 @@ def _normalize(x, dims, eps=1e-5):
 
 def test_check_norm_dims(capsys):
     right = {"batch": (0, 2, 3), "layer": (1, 2, 3), "instance": (2, 3)}
-    assert nk.check.norm_dims(lambda method: right[method])
+    assert lesson.check_norm_dims(lambda method: right[method])
     assert capsys.readouterr().out.startswith("✓")
-    assert not nk.check.norm_dims(lambda method: (0, 1))
+    assert not lesson.check_norm_dims(lambda method: (0, 1))
     assert capsys.readouterr().out.startswith("✗")
 
 
@@ -206,27 +219,30 @@ def test_check_group_norm(capsys):
     def ours(x, num_groups, eps):
         n, c = x.shape[:2]
         return _normalize(x.reshape(n, num_groups, -1), (2,), eps).reshape(x.shape)
-    assert nk.check.group_norm(ours)
+    assert lesson.check_group_norm(ours)
     assert capsys.readouterr().out.startswith("✓")
-    assert not nk.check.group_norm(lambda x, num_groups, eps: _normalize(x, (2, 3), eps))
+    assert not lesson.check_group_norm(lambda x, num_groups, eps: _normalize(x, (2, 3), eps))
     assert capsys.readouterr().out.startswith("✗")
 
 
 def test_check_rms_norm(capsys):
-    assert nk.check.rms_norm(lambda x, eps: x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt())
+    assert lesson.check_rms_norm(lambda x, eps: x * (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt())
     assert capsys.readouterr().out.startswith("✓")
-    assert not nk.check.rms_norm(lambda x, eps: _normalize(x, (-1,), eps))
+    assert not lesson.check_rms_norm(lambda x, eps: _normalize(x, (-1,), eps))
     assert capsys.readouterr().out.startswith("✗")
 
 
 # ----------------------------------------------------------------------------- claims of notebook 05
 def test_claim_wu_he_in_miniature():
-    """'BN's final error goes from about 2.5 % at B = 32 to about 5 % at B = 2, about twice as high;
-    GN is flat (one run), at about 7 %, above BN at every B.' (300 steps, the notebook's settings)"""
+    """'BN's final error goes from about 2 % at B = 32 to about 4–4.5 % at B = 2, about twice as high;
+    between 32 and 4 a few test digits, B = 2 the worst; GN is flat (one run), at about 6 %, above BN
+    at every B.' (300 steps, the notebook's settings, seed 0.) Through train.fit's epoch sampler BN at
+    B = 2 gives 4.0 % natively and 4.6 % on portable kernels (seeds 1–3: 4.0–5.4 %), so its lower bound
+    is 3.5 % and the B = 2 step is asserted against B = 32…4 directly."""
     sizes = (32, 16, 8, 4, 2)
-    runs = na.batch_size_sweep(nk.data.digits(images=True), sizes=sizes, steps=300, lr=0.01, groups=4)
-    bn = [runs["batch", b].final_error for b in sizes]
-    gn = [runs["group", b].final_error for b in sizes]
-    assert 1.5 < bn[0] < 3.5 and 4.0 < bn[-1] < 7.0 and 1.6 < bn[-1] / bn[0] < 3.0
-    assert max(bn[:4]) < 4.0                                        # 32 → 4: a few test digits
+    runs = lesson.batch_size_sweep(nk.data.digits(images=True), sizes=sizes, steps=300, lr=0.01, groups=4)
+    bn = [runs["batch", b].test_error[-1] for b in sizes]
+    gn = [runs["group", b].test_error[-1] for b in sizes]
+    assert 1.5 < bn[0] < 3.5 and 3.5 < bn[-1] < 7.0 and 1.6 < bn[-1] / bn[0] < 3.0
+    assert max(bn[:4]) < 4.0 and bn[-1] > max(bn[:4])               # 32 → 4: a few test digits; 2: worst
     assert len(set(gn)) == 1 and 5.5 < gn[0] < 9.0 and gn[0] > max(bn)

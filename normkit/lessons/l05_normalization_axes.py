@@ -1,29 +1,29 @@
-"""Notebook 05's experiments: which axes each normalization averages over, and what follows from it.
+"""Notebook 05 (normalization axes): which axes each normalization averages over, and what follows from it.
 
     stat_sets("group", (N, C, L), num_groups=2)   # which elements share one mean and variance
     GhostBatchNorm2d(16, ghost_size=2)            # batch statistics over B images of a larger batch
+    ghost_cnn(ghost_size)                         # normkit.models.cnn("batch") with ghost batch norm
+    train_cnn("batch", 2, data)                   # one run through normkit.train.fit -> train.History
     batch_size_sweep(...)                         # Wu & He 2018 in miniature: BN vs GN vs images per batch
     NormRNN(8, 32, norm="layer")                  # a recurrent net with layer norm (Ba et al. 2016)
     batch_dependence(model, sample, others_a, others_b)
     photo(), restyle(img, contrast, brightness)   # an image and a change of its "style"
     time_forward_backward(fn, x)                  # milliseconds per forward + backward
+
+and the exercise checkers `check_norm_dims`, `check_group_norm`, `check_rms_norm`.
 """
-import math
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.functional import cross_entropy
 
-from . import functional
-from . import layers, models
-from .validate import check_groups, check_range
+from .. import check, functional, layers, models, train
+from ..validate import check_groups, check_int, check_range
 
-__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "SweepRun", "train_cnn",
+__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn",
            "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
-           "time_forward_backward"]
+           "time_forward_backward", "check_norm_dims", "check_group_norm", "check_rms_norm"]
 
 METHODS = ("batch", "layer", "instance", "group")
 
@@ -70,8 +70,7 @@ class GhostBatchNorm2d(layers.BatchNorm2d):
     def __init__(self, num_features, ghost_size, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        if not isinstance(ghost_size, int) or ghost_size < 1:
-            raise ValueError(f"ghost_size={ghost_size!r}: expected a positive int (images per statistics batch)")
+        check_int("ghost_size", ghost_size, what="images per statistics batch")
         self.ghost_size = ghost_size
 
     def forward(self, input):
@@ -109,35 +108,16 @@ def ghost_cnn(ghost_size, channels=16):
     return model
 
 
-@dataclass
-class SweepRun:
-    """One training run: test error (%) at the evaluation steps, and the final error."""
-    norm: str
-    images_per_batch: int
-    steps: list = field(default_factory=list)
-    test_error: list = field(default_factory=list)
-
-    @property
-    def final_error(self):
-        return self.test_error[-1]
-
-
-@torch.no_grad()
-def _error(model, x, y):
-    model.eval()
-    err = 100.0 * (model(x).argmax(1) != y).float().mean().item()
-    model.train()
-    return err
-
-
 def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, groups=4,
               channels=16, eval_every=25, seed=0):
-    """Train a small CNN with Adam (cosine learning-rate decay to 0) and record its test error (%, eval mode).
+    """Train a small CNN with Adam (cosine learning-rate decay to 0) through `normkit.train.fit`.
 
-    norm="batch": batch norm whose statistics come from `images_per_batch` images (GhostBatchNorm2d);
-    norm="group": group norm with `groups` groups (never looks across images, so images_per_batch
-    does not change its computation). Every run sees the same `batch_size` images per step, so the
-    statistics are the only thing that changes.
+    Returns its `train.History`: `test_error` (%, eval mode) at `eval_steps` (every `eval_every`
+    steps and at the end), `model`. norm="batch": batch norm whose statistics come from
+    `images_per_batch` images (GhostBatchNorm2d); norm="group": group norm with `groups` groups
+    (never looks across images, so images_per_batch does not change its computation). Every run
+    sees the same `batch_size` images per step in the same order (fit's epoch sampler, seeded by
+    `seed`), so the statistics are the only thing that changes.
     """
     if norm not in ("batch", "group"):
         raise ValueError(f"norm={norm!r}: expected 'batch' or 'group'")
@@ -145,31 +125,15 @@ def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, g
         raise ValueError(f"images_per_batch={images_per_batch!r}: expected a positive divisor of "
                          f"batch_size={batch_size}")
     check_range("lr", lr)
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)                     # the initial weights
     model = (ghost_cnn(images_per_batch, channels) if norm == "batch"
              else models.cnn("group", channels=channels, groups=groups))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
-    gen = torch.Generator().manual_seed(seed)
-    run = SweepRun(norm, images_per_batch)
-    model.train()
-    for step in range(steps + 1):
-        if step % eval_every == 0 or step == steps:
-            run.steps.append(step)
-            run.test_error.append(_error(model, data.x_test, data.y_test))
-        if step == steps:
-            break
-        idx = torch.randint(0, len(data.x_train), (batch_size,), generator=gen)
-        loss = cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return run
+    return train.fit(model, data, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
+                     schedule="cosine", eval_every=eval_every, eval_train=False, seed=seed)
 
 
 def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), **kwargs):
-    """{("batch" | "group", images per batch): SweepRun}: BN at every size, GN once (it is the same at all)."""
+    """{("batch" | "group", images per batch): train.History}: BN at every size, GN once (it is the same at all)."""
     runs = {("batch", b): train_cnn("batch", b, data, **kwargs) for b in sizes}
     gn = train_cnn("group", max(sizes), data, **kwargs)
     runs.update({("group", b): gn for b in sizes})
@@ -262,3 +226,56 @@ def time_forward_backward(fn, x, repeat=30):
             times.append(1e3 * (time.perf_counter() - t0))
         x.grad = None
     return float(np.median(times))
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def _x4(seed, shape=(4, 6, 3, 3)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 1
+
+
+def check_norm_dims(fn):
+    """Exercise: fn(method) -> the dims of an (N, C, H, W) tensor that one mean averages.
+
+    method is "batch", "layer" or "instance". Each answer standardizes a seeded tensor over those
+    dims, which must reproduce torch's batch_norm, layer_norm and instance_norm respectively.
+    """
+    x = _x4(50)
+    tf = torch.nn.functional
+    reference = {"batch": tf.batch_norm(x, None, None, training=True),
+                 "layer": tf.layer_norm(x, x.shape[1:]), "instance": tf.instance_norm(x)}
+    wrong, worst = [], 0.0
+    for method, expected in reference.items():
+        try:
+            answer = fn(method)
+            if answer is None:
+                return check.failed("norm_dims", f"for {method!r} your function returned None; "
+                                                 "expected a tuple of dims")
+            dims = tuple(int(d) for d in answer)
+            ours = (x - x.mean(dims, keepdim=True)) / (x.var(dims, correction=0, keepdim=True) + 1e-5).sqrt()
+            diff = (ours - expected).abs().max().item() if dims else float("inf")
+        except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
+            return check.failed("norm_dims", f"for {method!r} your function gave an unusable answer "
+                                             f"({type(e).__name__}: {e})")
+        worst = max(worst, diff)
+        if diff > 1e-8:
+            wrong.append(f"{method} {dims}")
+    if wrong:
+        return check.failed("norm_dims", f"standardizing over these dims does not match torch: {', '.join(wrong)}",
+                            worst)
+    return check.passed("norm_dims", "batch, layer and instance norm reproduced from your dims "
+                                     f"(max abs diff {worst:.0e})", worst)
+
+
+def check_group_norm(fn):
+    """Exercise: fn(x, num_groups, eps) -> group norm of (N, C, H, W) x, without γ and β."""
+    x = _x4(51)
+    return check.exercise("group_norm", fn, (x.clone(), 3, 1e-5), torch.nn.functional.group_norm(x, 3, eps=1e-5),
+                          "torch.nn.functional.group_norm(x, 3)")
+
+
+def check_rms_norm(fn):
+    """Exercise: fn(x, eps) -> RMS norm of (N, D) x over its last dim, without γ."""
+    x = _x4(52, (8, 10))
+    return check.exercise("rms_norm", fn, (x.clone(), 1e-6), torch.nn.functional.rms_norm(x, (10,), eps=1e-6),
+                          "torch.nn.functional.rms_norm(x, (10,))")
