@@ -1,4 +1,4 @@
-"""normkit.penalties and normkit.optim (notebook 07), the digits loader, and the 07 exercise checkers."""
+"""normkit.lessons.l07_l1_vs_l2 (notebook 07): its experiments, its claims and its exercise checkers."""
 import numpy as np
 import pytest
 import torch
@@ -6,7 +6,8 @@ from torch import nn
 
 import normkit as nk
 from normkit import optim
-from normkit import penalties as pe
+from normkit.lessons import l07_l1_vs_l2 as lesson
+from tests.conftest import assert_checker_verdicts
 from normkit.data import Quadratic2D, seed_loss
 
 
@@ -15,22 +16,22 @@ from normkit.data import Quadratic2D, seed_loss
 def test_seed_loss_l1_minimum_is_the_grid_minimum(alpha):
     w = np.linspace(-2, 6, 80001)
     brute = w[np.argmin(seed_loss(w) + alpha * np.abs(w))]
-    assert pe.seed_loss_l1_minimum(alpha) == pytest.approx(brute, abs=1e-4)
+    assert lesson.seed_loss_l1_minimum(alpha) == pytest.approx(brute, abs=1e-4)
     with pytest.raises(ValueError, match="alpha"):
-        pe.seed_loss_l1_minimum(-1.0)
+        lesson.seed_loss_l1_minimum(-1.0)
 
 
 def test_level_curve_stays_on_the_contour():
     q = Quadratic2D()
     w = (0.3, -0.4)
-    x, y = pe.level_curve(q, w)
+    x, y = lesson.level_curve(q, w)
     assert np.allclose(q(x, y), q(*w), atol=1e-12)
 
 
 def test_optimum_path_ridge_closed_form_and_lasso_kkt():
     q = Quadratic2D()
     lams = [0.0, 0.3, 1.0, 2.4]
-    ridge, lasso = pe.optimum_path(q, lams)
+    ridge, lasso = lesson.optimum_path(q, lams)
     A, ws = q.A.numpy(), q.w_star.numpy()
     for lam, r, w in zip(lams, ridge, lasso):
         assert np.allclose(r, np.linalg.solve(A + lam * np.eye(2), A @ ws))
@@ -68,7 +69,7 @@ def _reference_sweep(data, lam, penalty, steps, lr, init_std=0.01, seed=0):
 def test_sparsity_sweep_matches_autograd_training(penalty):
     data = nk.data.digits()
     lams = [0.0, 1e-3, 3e-2]
-    run = pe.sparsity_sweep(data, lams, penalty, steps=15, lr=1.0)
+    run = lesson.sparsity_sweep(data, lams, penalty, steps=15, lr=1.0)
     assert run.W.shape == (3, 64, 10) and run.b.shape == (3, 10) and run.test_acc.shape == (3,)
     for i, lam in enumerate(lams):
         W, b = _reference_sweep(data, lam, penalty, steps=15, lr=1.0)
@@ -79,85 +80,41 @@ def test_sparsity_sweep_matches_autograd_training(penalty):
 def test_only_proximal_l1_makes_exact_zeros():
     data = nk.data.digits()
     lams = [0.0, 1e-3, 1e-2]
-    zeros = {p: pe.sparsity_sweep(data, lams, p, steps=60).zeros.tolist() for p in
+    zeros = {p: lesson.sparsity_sweep(data, lams, p, steps=60).zeros.tolist() for p in
              ("l1_prox", "l1_subgradient", "l2")}
     assert zeros["l1_prox"][0] == 0 and 0 < zeros["l1_prox"][1] < zeros["l1_prox"][2]
     assert zeros["l1_subgradient"] == [0, 0, 0] and zeros["l2"] == [0, 0, 0]
     with pytest.raises(ValueError, match="penalty"):
-        pe.sparsity_sweep(data, lams, "l3")
+        lesson.sparsity_sweep(data, lams, "l3")
     with pytest.raises(ValueError, match="lam"):
-        pe.sparsity_sweep(data, [-1.0], "l2")
+        lesson.sparsity_sweep(data, [-1.0], "l2")
 
 
 def test_mosaic_places_each_column():
     W = torch.arange(640.0).view(64, 10)
-    m = pe.mosaic(W)
+    m = lesson.mosaic(W)
     assert m.shape == (17, 44)
     assert np.array_equal(m[:8, :8], W[:, 0].view(8, 8).numpy())
     assert np.array_equal(m[9:17, 36:44], W[:, 9].view(8, 8).numpy())
     assert np.isnan(m[8]).all() and np.isnan(m[:, 8]).all()
-    two = pe.mosaic(W, -W)
+    two = lesson.mosaic(W, -W)
     assert two.shape == (36, 44) and np.isnan(two[17:19]).all()
     assert np.array_equal(two[19:], -m, equal_nan=True)
 
 
 # ----------------------------------------------------------------------------- biases
 def test_fit_line_matches_normal_equations_and_bias_exclusion():
-    x, y = pe.offset_regression()
-    w0, b0 = pe.fit_line(x, y, 0.0)
+    x, y = lesson.offset_regression()
+    w0, b0 = lesson.fit_line(x, y, 0.0)
     X = torch.stack([x, torch.ones_like(x)], 1)
     ls = torch.linalg.lstsq(X, y[:, None]).solution.flatten().tolist()
     assert (w0, b0) == pytest.approx(ls)
-    w, b = pe.fit_line(x, y, 1.0)                       # bias free: b = mean(y) − w·mean(x)
+    w, b = lesson.fit_line(x, y, 1.0)                       # bias free: b = mean(y) − w·mean(x)
     assert b == pytest.approx((y.mean() - w * x.mean()).item())
-    w2, b2 = pe.fit_line(x, y, 1.0, penalize_bias=True)
+    w2, b2 = lesson.fit_line(x, y, 1.0, penalize_bias=True)
     assert b2 < 0.6 * b                                  # the penalized bias is pulled toward 0
     with pytest.raises(ValueError, match="lam"):
-        pe.fit_line(x, y, -0.1)
-
-
-# ----------------------------------------------------------------------------- optim vs torch.optim
-def _twin_models(seed=0):
-    torch.manual_seed(seed)
-    a = nk.models.mlp([6, 5, 3], norm="batch").double()
-    b = nk.models.mlp([6, 5, 3], norm="batch").double()
-    b.load_state_dict(a.state_dict())
-    return a, b
-
-
-@pytest.mark.parametrize("ours,ref,kw", [
-    (optim.SGD, torch.optim.SGD, {"lr": 0.1}),
-    (optim.SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
-    (optim.Adam, torch.optim.Adam, {"lr": 0.01}),
-    (optim.AdamW, torch.optim.AdamW, {"lr": 0.01}),
-], ids=["SGD", "SGD-momentum", "Adam", "AdamW"])
-def test_optimizers_match_torch_step_by_step(ours, ref, kw):
-    a, b = _twin_models()
-    g = torch.Generator().manual_seed(1)
-    x, y = torch.randn(8, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g)
-    opt_a = ours(nk.regularize.decay_groups(a, 0.05), **kw)
-    opt_b = ref(nk.regularize.decay_groups(b, 0.05), **kw)
-    for _ in range(5):
-        for model, opt in ((a, opt_a), (b, opt_b)):
-            opt.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-    for pa, pb in zip(a.parameters(), b.parameters()):
-        torch.testing.assert_close(pa, pb, atol=1e-12, rtol=0)
-
-
-def test_optimizer_bad_input_and_plain_params():
-    p = nn.Parameter(torch.ones(3))
-    with pytest.raises(ValueError, match="lr"):
-        optim.SGD([p], lr=-1.0)
-    with pytest.raises(ValueError, match="weight_decay"):
-        optim.Adam([p], weight_decay=-1.0)
-    opt = optim.SGD([p], lr=0.5, weight_decay=1.0)
-    p.grad = torch.zeros(3)
-    opt.step()
-    assert torch.allclose(p.detach(), torch.full((3,), 0.5))      # pure decay: w ← w − lr·λ·w
-    opt.zero_grad(set_to_none=False)
-    assert p.grad is not None and (p.grad == 0).all()
+        lesson.fit_line(x, y, -0.1)
 
 
 # ----------------------------------------------------------------------------- Adam + L2 vs AdamW
@@ -171,7 +128,7 @@ def test_effective_decay(cls):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-    rms, rate = pe.effective_decay(opt)
+    rms, rate = lesson.effective_decay(opt)
     assert rms.shape == rate.shape == (6 * 5 + 5 * 3,)               # weights only, no biases
     if cls in (optim.AdamW, torch.optim.AdamW):
         assert torch.allclose(rate, torch.full_like(rate, 0.01 * 0.1))
@@ -180,30 +137,22 @@ def test_effective_decay(cls):
 
 
 def test_adam_vs_adamw_and_bn_weight_norm_run():
-    out = pe.adam_vs_adamw(steps=5)
+    out = lesson.adam_vs_adamw(steps=5)
     assert set(out) == {"adam", "adamw"}
     rms, rate, run = out["adamw"]
     assert len(run.loss) == 5 and rate.numel() == 64 * 64 + 64 * 10
     assert out["adam"][1].std() > 0 and (rate == rate[0]).all()
-    (_, sq0), (_, sq1) = pe.bn_weight_norm_run(0.0, steps=20), pe.bn_weight_norm_run(0.05, steps=20)
+    (_, sq0), (_, sq1) = lesson.bn_weight_norm_run(0.0, steps=20), lesson.bn_weight_norm_run(0.05, steps=20)
     assert len(sq0) == 20 and sq0[0] == sq1[0]
     assert sq1[-1] < sq1[0] < sq0[-1]                   # decay shrinks it; without decay it grows
 
 
-# ----------------------------------------------------------------------------- data loader
-def test_digits_loader_equals_sklearn():
-    from sklearn.datasets import load_digits
-    x, y = nk.data._load_digits()
-    d = load_digits()
-    assert np.array_equal(x, d.data.astype(np.float32) / 16.0) and np.array_equal(y, d.target)
-
-
 # ----------------------------------------------------------------------------- checkers
 RIGHT_AND_WRONG = [
-    (nk.check.l1_minimum, lambda a: max(4.5 - 2 * a, 0.0), lambda a: 4.5 / (1 + 2 * a)),
-    (nk.check.soft_threshold, lambda w, t: torch.sign(w) * torch.clamp(w.abs() - t, min=0),
+    (lesson.check_l1_minimum, lambda a: max(4.5 - 2 * a, 0.0), lambda a: 4.5 / (1 + 2 * a)),
+    (lesson.check_soft_threshold, lambda w, t: torch.sign(w) * torch.clamp(w.abs() - t, min=0),
      lambda w, t: w - t * torch.sign(w)),
-    (nk.check.weight_penalty,
+    (lesson.check_weight_penalty,
      lambda m, lam: nk.regularize.l2_penalty(nk.regularize.decay_groups(m, 0.0)[0]["params"], lam),
      lambda m, lam: nk.regularize.l2_penalty(m, lam)),
 ]
@@ -211,18 +160,13 @@ RIGHT_AND_WRONG = [
 
 @pytest.mark.parametrize("checker,right,wrong", RIGHT_AND_WRONG, ids=lambda v: getattr(v, "__name__", ""))
 def test_checker_accepts_the_right_answer_and_rejects_a_wrong_one(checker, right, wrong, capsys):
-    assert checker(right)
-    assert capsys.readouterr().out.startswith("✓ ")
-    result = checker(wrong)
-    assert not result
-    out = capsys.readouterr().out
-    assert out.startswith("✗ ") and "expected" in out and "got" in out
+    assert_checker_verdicts(checker, right, wrong, capsys)
 
 
 def test_weight_penalty_checker_leaves_the_global_rng_alone():
     torch.manual_seed(3)
     before = torch.get_rng_state()
-    nk.check.weight_penalty(lambda m, lam: 0.0)
+    lesson.check_weight_penalty(lambda m, lam: 0.0)
     assert torch.equal(before, torch.get_rng_state())
 
 
@@ -232,7 +176,7 @@ def test_claim_only_proximal_l1_zeroes_weights_at_notebook_scale():
     reaches about the same accuracy up to λ = 0.01 with no exact zero; L2 zeroes none.'"""
     digits = nk.data.digits()
     lams = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
-    s = {p: pe.sparsity_sweep(digits, lams, p) for p in ("l1_prox", "l1_subgradient", "l2")}
+    s = {p: lesson.sparsity_sweep(digits, lams, p) for p in ("l1_prox", "l1_subgradient", "l2")}
     prox = s["l1_prox"].zeros.tolist()
     assert prox[0] == 0 and prox == sorted(prox) and prox[1] > 50 and prox[-1] > 500
     assert s["l1_subgradient"].zeros.sum() == 0 and s["l2"].zeros.sum() == 0
@@ -243,7 +187,7 @@ def test_claim_only_proximal_l1_zeroes_weights_at_notebook_scale():
 def test_claim_adam_l2_decays_unevenly_adamw_uniformly():
     """'Adam + L2 decays each weight by a different fraction, spread over orders of magnitude, all far
     above AdamW's single ηλ; the fastest are weights of rarely lit pixels; accuracy within two points.'"""
-    decay = pe.adam_vs_adamw(lam=1e-2, lr=1e-3, steps=150)
+    decay = lesson.adam_vs_adamw(lam=1e-2, lr=1e-3, steps=150)
     (_, adam, run_adam), (_, adamw, run_adamw) = decay["adam"], decay["adamw"]
     q10, q90 = torch.quantile(adam, torch.tensor([0.1, 0.9])).tolist()
     assert q90 / q10 > 20 and q10 > 10 * 1e-5
@@ -252,12 +196,12 @@ def test_claim_adam_l2_decays_unevenly_adamw_uniformly():
     first = adam[:64 * 64].view(64, 64)
     fast = (adam > 0.1).sum().item()
     assert fast > 100 and (first[:, rare] > 0.1).sum().item() > 0.5 * fast
-    assert abs(run_adam.test_acc - run_adamw.test_acc) < 0.04
+    assert abs(run_adam.final_test_acc - run_adamw.final_test_acc) < 0.04
 
 
 def test_claim_weight_decay_keeps_the_effective_learning_rate_up_under_bn():
     """'Without decay ‖w_j‖² creeps up (about 0.33 → 0.39); with λ = 10⁻² it falls to about 0.10 and
     the effective rate more than triples.'"""
-    (_, plain), (_, decayed) = (pe.bn_weight_norm_run(wd, lr=0.5, steps=200) for wd in (0.0, 1e-2))
+    (_, plain), (_, decayed) = (lesson.bn_weight_norm_run(wd, lr=0.5, steps=200) for wd in (0.0, 1e-2))
     assert plain[0] == pytest.approx(0.33, abs=0.01) and 0.35 < plain[-1] < 0.43
     assert 0.07 < decayed[-1] < 0.13 and decayed[0] / decayed[-1] > 3

@@ -1,8 +1,14 @@
-"""Experiments of notebook 07 (L1 vs L2): where the penalized optimum goes, sparsity, AdamW, BN.
+"""Notebook 07 (L1 vs L2): where the penalized optimum goes, sparsity, AdamW, L2 before BN.
 
 The penalties themselves live in `normkit.regularize`; this module runs what the notebook plots:
-the 1-D and 2-D optimum paths, softmax regressions on digits under L1 (proximal and subgradient)
-and L2, the per-parameter decay of Adam + L2 vs AdamW, and the weight norm of a layer feeding BN.
+
+- `seed_loss_l1_minimum`, `level_curve`, `optimum_path` (the 1-D and 2-D optimum paths);
+- `SparsityRun`, `sparsity_sweep`, `mosaic` (softmax regressions on digits under L1, proximal and
+  subgradient, and L2; exact zeros and weight maps);
+- `offset_regression`, `fit_line` (why biases are left out of the penalty);
+- `effective_decay`, `adam_vs_adamw` (the per-parameter decay of Adam + L2 vs AdamW);
+- `bn_weight_norm_run` (the weight norm of a layer feeding BN, with and without weight decay);
+- the exercise checkers `check_l1_minimum`, `check_soft_threshold`, `check_weight_penalty`.
 """
 from dataclasses import dataclass
 
@@ -10,16 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import data as _data
-from . import models
-from .validate import check_range
-from .optim import SGD, Adam, AdamW
-from .regularize import decay_groups, soft_threshold
-from .why_bn import train_run
+from .. import check, data, models, train
+from ..data import CLASSES, PIXELS
+from ..optim import Adam, AdamW
+from ..regularize import decay_groups, soft_threshold
+from ..validate import check_range
 
 __all__ = ["seed_loss_l1_minimum", "level_curve", "optimum_path", "SparsityRun", "sparsity_sweep",
            "mosaic", "offset_regression", "fit_line", "effective_decay", "adam_vs_adamw",
-           "bn_weight_norm_run"]
+           "bn_weight_norm_run", "check_l1_minimum", "check_soft_threshold", "check_weight_penalty"]
 
 
 # ----------------------------------------------------------------------------- 1-D and 2-D pictures
@@ -91,13 +96,14 @@ def sparsity_sweep(data, lams, penalty, steps=200, lr=1.0, init_std=0.01, seed=0
     lam = torch.tensor(lams, dtype=x.dtype).view(1, k, 1)
     # Layout (class, model, pixel): the K models share one matrix product per step, and the softmax
     # runs over the leading axis (measured ~20× faster on CPU than over a trailing axis of 10).
-    W = (init_std * torch.randn(64, 10, generator=g)).T.reshape(10, 1, 64).repeat(1, k, 1)
-    b = torch.zeros(10, k, 1)
-    onehot = torch.nn.functional.one_hot(data.y_train, 10).to(x.dtype).T.reshape(10, 1, n)
+    P, C = PIXELS, CLASSES
+    W = (init_std * torch.randn(P, C, generator=g)).T.reshape(C, 1, P).repeat(1, k, 1)
+    b = torch.zeros(C, k, 1)
+    onehot = torch.nn.functional.one_hot(data.y_train, C).to(x.dtype).T.reshape(C, 1, n)
     for _ in range(steps):
-        logits = (W.view(10 * k, 64) @ x.T).view(10, k, n) + b
+        logits = (W.view(C * k, P) @ x.T).view(C, k, n) + b
         err = torch.softmax(logits, 0) - onehot                      # ∂(mean cross-entropy)/∂logits · N
-        gW, gb = (err.view(10 * k, n) @ x).view(10, k, 64) / n, err.mean(2, keepdim=True)
+        gW, gb = (err.view(C * k, n) @ x).view(C, k, P) / n, err.mean(2, keepdim=True)
         if penalty == "l2":
             gW = gW + lam * W
         elif penalty == "l1_subgradient":
@@ -174,19 +180,20 @@ def effective_decay(optimizer):
     return torch.cat(rms), torch.cat(rate)
 
 
-def adam_vs_adamw(lam=1e-2, lr=1e-3, steps=150, sizes=(64, 64, 10), seed=0):
+def adam_vs_adamw(lam=1e-2, lr=1e-3, steps=150, sizes=(PIXELS, 64, CLASSES), seed=0):
     """Train the same MLP on digits with Adam(weight_decay=λ) and AdamW(weight_decay=λ).
 
-    Returns {"adam": (rms, rate, run), "adamw": (rms, rate, run)} with effective_decay's tensors
-    at the end of training and the why_bn.Run (loss, test accuracy).
+    Returns {"adam": (rms, rate, history), "adamw": (rms, rate, history)} with effective_decay's
+    tensors at the end of training and the train.History (loss, final test accuracy).
     """
-    data, out = _data.digits(), {}
+    out = {}
     for name, cls in (("adam", Adam), ("adamw", AdamW)):
         torch.manual_seed(seed)
         model = models.mlp(list(sizes))
         opt = cls(decay_groups(model, lam), lr=lr)
-        run = train_run(model, data, steps=steps, optimizer=opt, seed=seed)
-        out[name] = (*effective_decay(opt), run)
+        history = train.fit(model, data.digits(), steps=steps, optimizer=opt, seed=seed, eval_every=None,
+                            eval_train=False)
+        out[name] = (*effective_decay(opt), history)
     return out
 
 
@@ -195,13 +202,51 @@ def bn_weight_norm_run(weight_decay, lr=0.5, steps=200, seed=0):
     """MLP 64 → 100 → BN → ReLU → 10 trained with SGD; track the first layer's weight norm.
 
     That layer feeds batch norm, so its scale does not change the network's output; weight decay
-    (via decay_groups: BN's γ, β and the last bias excluded) shrinks it anyway.
-    Returns (run, mean squared row norm ‖w_j‖² before every step: a list).
+    (train.fit's SGD on decay_groups: BN's γ, β and the last bias excluded) shrinks it anyway.
+    Returns (history, mean squared row norm ‖w_j‖² before every step: a list).
     """
     torch.manual_seed(seed)
-    model = models.mlp([64, 100, 10], norm="batch")
-    opt = SGD(decay_groups(model, weight_decay), lr=lr)
+    model = models.mlp([PIXELS, 100, CLASSES], norm="batch")
     first = next(m for m in model.modules() if isinstance(m, nn.Linear))
-    run = train_run(model, _data.digits(), steps=steps, optimizer=opt, seed=seed, callback_every=1,
-                    callback=lambda m, x, y: first.weight.detach().pow(2).sum(1).mean().item())
-    return run, run.extra
+    history = train.fit(model, data.digits(), steps=steps, lr=lr, weight_decay=weight_decay, seed=seed,
+                        eval_every=None, eval_train=False, callback_every=1,
+                        callback=lambda m, x, y: first.weight.detach().pow(2).sum(1).mean().item())
+    return history, history.extra
+
+
+# ----------------------------------------------------------------------------- exercise checkers
+def check_l1_minimum(fn):
+    """Exercise: fn(alpha) -> argmin_w of ¼(w − 4.5)² + 1 + α|w| (seed 004's loss + L1)."""
+    alphas = [0.0, 0.5, 1.0, 2.0, 2.25, 3.0, 5.0]
+    expected = torch.tensor([max(4.5 - 2 * a, 0.0) for a in alphas], dtype=torch.float64)
+    return check.exercise("l1_minimum", check.each(fn), (alphas,), expected,
+                          "max(4.5 − 2α, 0) for α = 0 … 5", atol=1e-6)
+
+
+def check_soft_threshold(fn):
+    """Exercise: fn(w, t) -> sign(w)·max(|w| − t, 0), elementwise."""
+    w = torch.randn(20, generator=torch.Generator().manual_seed(70), dtype=torch.float64) * 2
+    expected = torch.nn.functional.softshrink(w, 0.7)
+    return check.exercise("soft_threshold", fn, (w.clone(), 0.7), expected, "torch.nn.functional.softshrink")
+
+
+def check_weight_penalty(fn):
+    """Exercise: fn(model, lam) -> ½·λ·Σw² over the weights of Linear layers only.
+
+    Checked on Linear(5, 4) → BatchNorm1d(4) → ReLU → Linear(4, 3) with non-trivial biases, γ and β:
+    they must not enter the penalty.
+    """
+    with torch.random.fork_rng(), torch.no_grad():   # seeded, without touching the notebook's RNG
+        torch.manual_seed(71)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.ReLU(),
+                                    torch.nn.Linear(4, 3)).double()
+        for p in model.parameters():
+            p.add_(torch.rand_like(p))
+    lam = 0.3
+    expected = 0.5 * lam * sum((m.weight ** 2).sum() for m in model if isinstance(m, torch.nn.Linear))
+
+    def penalty(model, lam):
+        out = fn(model, lam)
+        return None if out is None else torch.as_tensor(out, dtype=torch.float64).reshape(())
+    return check.exercise("weight_penalty", penalty, (model, lam), expected.detach(),
+                          "½λ·Σ (Linear weights)², biases and BN γ, β left out")
