@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 import normkit as nk
 from normkit import distributed as D
+from normkit.lessons.l10_distributed_batchnorm import time_step
 
 OUT = Path(__file__).parent / "results" / "distributed.md"
 WORLDS = (2, 4)
@@ -58,7 +59,7 @@ def ddp_step(rank, world_size, sync, repeats=40, warmup=5):
 def measure(world):
     calls = []
     for shape in LAYERS:
-        calls += [(D.time_step, (shape, False)), (D.time_step, (shape, True))]
+        calls += [(time_step, (shape, False)), (time_step, (shape, True))]
     calls += [(ddp_step, (False,)), (ddp_step, (True,))]
     results = D.launch(D.run_each, world, calls, timeout=600)
     # The slowest rank sets the pace of a synchronous step: report the max over ranks.

@@ -26,6 +26,7 @@ from torch.nn.functional import cross_entropy
 from torch.nn.parallel import DistributedDataParallel
 
 import normkit as nk
+from normkit.lessons import l10_distributed_batchnorm as lesson
 
 
 def main():
@@ -47,11 +48,11 @@ def main():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 
     data = nk.data.digits()
-    gen = torch.Generator().manual_seed(0)      # every replica draws the same global batch ...
-    b = args.per_replica
+    b = args.per_replica                        # every replica draws the same global batches ...
+    order = nk.train.batches(len(data.x_train), world * b, torch.Generator().manual_seed(0))
     for _ in range(args.steps):
-        idx = torch.randint(len(data.x_train), (world * b,), generator=gen)
-        mine = idx[rank * b:(rank + 1) * b]     # ... and keeps its own slice of it
+        idx = next(order)
+        mine = idx[rank * b:(rank + 1) * b]     # ... and keeps its own slice of each
         loss = cross_entropy(model(data.x_train[mine]), data.y_train[mine])
         opt.zero_grad()
         loss.backward()
@@ -62,9 +63,9 @@ def main():
         with torch.no_grad():
             acc = (net(data.x_test).argmax(1) == data.y_test).float().mean().item()
         mode = "per-replica" if args.no_sync else "sync"
-        _, sim, _ = nk.distributed.train_data_parallel(mode, world, b, steps=args.steps)
+        sim = lesson.train_data_parallel(mode, world, b, steps=args.steps).final_test_acc
         print(f"{world} processes × {b} samples, {mode} BN: test accuracy {acc:.3f} "
-              f"(one-process simulation: {sim[-1]:.3f})")
+              f"(one-process simulation: {sim:.3f})")
     dist.destroy_process_group()
 
 

@@ -1,4 +1,4 @@
-"""Batch norm across processes: `SyncBatchNorm` on torch.distributed (gloo, CPU), and the tools to try it.
+"""Batch norm across processes: `SyncBatchNorm` on torch.distributed (gloo, CPU), and a process launcher to try it.
 
 Under data parallelism each replica (a process, usually one per device) runs the same model on its
 own slice of the global mini-batch, and plain batch norm takes its statistics from that slice only.
@@ -14,10 +14,10 @@ buffers, momentum=None, input checks and the eval path (running statistics, no c
 `torch.nn.SyncBatchNorm` runs only on GPUs; this one runs wherever torch.distributed does, e.g.
 with the gloo backend on a laptop CPU.
 
-Tools: `launch(fn, world_size, ...)` starts a gloo process group on localhost in fresh processes
-(the worker functions live here so that spawn finds them from a notebook), `PerReplicaBatchNorm`
-simulates in one process what plain BN computes under data parallelism, and `train_data_parallel`
-runs the notebook's experiment.
+The process launcher: `launch(fn, world_size, ...)` starts a gloo process group on localhost in
+fresh processes and returns what fn returned on each rank; fn must be importable by name (a
+module's function, not a notebook's): `run_each` runs several such calls in one group. The
+experiments of notebook 10 and their worker functions live in `normkit.lessons.l10_distributed_batchnorm`.
 """
 import datetime
 import io
@@ -31,13 +31,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .functional import _input_grad, _prod, _scale_shift, _update_running, _view, batch_norm
+from .functional import _input_grad, _prod, _scale_shift, _update_running, _view
 from .validate import check_int, check_ndim, check_numel, check_range
-from .layers import BatchNorm1d, BatchNorm2d, _BatchNorm
+from .layers import _BatchNorm
 
 __all__ = ["SyncBatchNorm", "convert_sync_batchnorm", "sync_batch_norm", "replica_stats",
-           "PerReplicaBatchNorm", "launch", "free_port", "run_each", "replica_step", "time_step",
-           "train_data_parallel", "data_parallel_diagram"]
+           "launch", "free_port", "run_each"]
 
 
 # ----------------------------------------------------------------------------- the statistics
@@ -214,128 +213,6 @@ def convert_sync_batchnorm(module, process_group=None):
     return out
 
 
-# ----------------------------------------------------------------------------- simulation in one process
-class PerReplicaBatchNorm(_BatchNorm):
-    """What plain BN computes under data parallelism, simulated in one process.
-
-    In training the batch is cut into `replicas` equal slices along dim 0 and each slice is
-    normalized with its own statistics, as each replica's BN layer would. Every replica would also
-    update its own running statistics; DDP then copies rank 0's buffers to the others before each
-    forward (broadcast_buffers=True), so here slice 0 alone updates them. Eval: running statistics.
-    """
-    _ndims, _shapes = tuple(range(2, 10)), "(N, C) or (N, C, *) input"
-
-    def __init__(self, num_features, replicas, eps=1e-5, momentum=0.1, affine=True,
-                 track_running_stats=True, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
-        if not isinstance(replicas, int) or replicas < 1:
-            raise ValueError(f"replicas={replicas!r}: expected a positive int")
-        self.replicas = replicas
-
-    def forward(self, input):
-        if not self.training or self.replicas == 1:
-            return super().forward(input)
-        self._check_input(input)
-        if len(input) % self.replicas:
-            raise ValueError(f"input: expected a batch divisible by replicas={self.replicas}, "
-                             f"got shape {tuple(input.shape)}")
-        momentum = self._momentum()
-        rm, rv = (self.running_mean, self.running_var) if self.track_running_stats else (None, None)
-        outs = [batch_norm(part, rm if r == 0 else None, rv if r == 0 else None, self.weight,
-                           self.bias, True, momentum, self.eps)
-                for r, part in enumerate(input.chunk(self.replicas))]
-        return torch.cat(outs)
-
-    def extra_repr(self):
-        return super().extra_repr() + f", replicas={self.replicas}"
-
-
-def train_data_parallel(mode, replicas, per_replica, steps=150, lr=0.1, width=64, eval_every=10, seed=0):
-    """The notebook's experiment: an MLP with BN on the 8×8 digits under simulated data parallelism.
-
-    mode 'per-replica': `replicas` replicas of `per_replica` samples, each BN with its own slice's
-    statistics (PerReplicaBatchNorm); 'sync': the same global batch with SyncBatchNorm's statistics,
-    i.e. BN over all replicas·per_replica samples (the identity that `replica_step` verifies across
-    real processes); 'single': one device with `per_replica` samples per step (small-batch BN).
-    The loss is the mean over the global batch, so gradients are averaged as DDP averages them.
-    SGD with momentum 0.9. Returns (eval steps, test accuracies in eval mode, training losses).
-    Runs on one thread: for a model this small a second thread costs more in synchronisation than
-    it saves (measured 20× slower with 2 threads on a busy 2-core machine).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train_data_parallel(mode, replicas, per_replica, steps, lr, width, eval_every, seed)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train_data_parallel(mode, replicas, per_replica, steps, lr, width, eval_every, seed):
-    from . import data, models
-    if mode not in ("per-replica", "sync", "single"):
-        raise ValueError(f"mode={mode!r}: expected 'per-replica', 'sync' or 'single'")
-    for name, v in (("replicas", replicas), ("per_replica", per_replica), ("steps", steps)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r}: expected a positive int")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    d = data.digits()
-    norm = (lambda w: PerReplicaBatchNorm(w, replicas)) if mode == "per-replica" else BatchNorm1d
-    model = models.mlp([64, width, width, 10], norm=norm)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    batch = per_replica if mode == "single" else replicas * per_replica
-    eval_steps, test_acc, losses = [], [], []
-    for step in range(steps + 1):
-        if step % eval_every == 0 or step == steps:
-            model.eval()
-            with torch.no_grad():
-                test_acc.append((model(d.x_test).argmax(1) == d.y_test).float().mean().item())
-            eval_steps.append(step)
-            model.train()
-        if step == steps:
-            break
-        idx = torch.randint(len(d.x_train), (batch,), generator=gen)
-        loss = nn.functional.cross_entropy(model(d.x_train[idx]), d.y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return eval_steps, test_acc, losses
-
-
-def data_parallel_diagram(ax, replicas=3, per_replica=2):
-    """Draw data parallelism with synchronised BN on a matplotlib Axes (notebook 10's picture).
-
-    The global mini-batch is cut into one slice per replica; each replica runs its copy of the
-    model; SyncBN joins the replicas at every BN layer, DDP joins them once for the gradients.
-    """
-    r_, b = replicas, per_replica
-    ax.set(xlim=(0, r_), ylim=(0.6, 10.4))
-    ax.axis("off")
-    xs = [r + 0.5 + 0.07 * (i - (b - 1) / 2) for r in range(r_) for i in range(b)]   # grouped by replica
-    ax.scatter(xs, [9.5] * len(xs), marker="s", s=90, c=[f"C{i // b}" for i in range(r_ * b)])
-    ax.text(r_ / 2, 10.25, f"global mini-batch: {r_} replicas × {b} samples",
-            ha="center", va="center")
-    steps = [("{b} samples", 8.2), ("Linear", 6.9), ("BatchNorm", 5.6), ("ReLU → Linear", 4.3),
-             ("loss on {b} samples", 3.0)]
-    box = dict(boxstyle="round,pad=0.35", fc="white")
-    for r in range(r_):
-        cx = r + 0.5
-        ax.annotate("", (cx, 8.6), (cx, 9.2), arrowprops=dict(arrowstyle="->", color=f"C{r}"))
-        for k, (label, y) in enumerate(steps):
-            ax.text(cx, y, (f"replica {r}: " if k == 0 else "") + label.format(b=b), ha="center",
-                    va="center", bbox=dict(box, ec=f"C{r}", lw=2 if label == "BatchNorm" else 1))
-            if k:
-                ax.annotate("", (cx, y + 0.4), (cx, steps[k - 1][1] - 0.4), arrowprops=dict(arrowstyle="->"))
-        ax.annotate("", (cx, 1.75), (cx, 2.6), arrowprops=dict(arrowstyle="->"))
-    ax.plot([0.05, r_ - 0.05], [5.6, 5.6], ls="--", color="crimson", zorder=0)
-    ax.text(r_ / 2, 5.0, "SyncBN: all-reduce [Σx, Σx², n] (forward) and [Σdy, Σdy·x̂] (backward)",
-            ha="center", va="center", color="crimson", fontsize="small",
-            bbox=dict(boxstyle="square,pad=0.1", fc="white", ec="none"))
-    ax.text(r_ / 2, 1.35, "DDP: all-reduce (average) the gradients → every replica takes the same step",
-            ha="center", va="center", bbox=dict(box, ec="black", fc="0.93"))
-
-
 # ----------------------------------------------------------------------------- processes
 def free_port():
     """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
@@ -426,61 +303,3 @@ def run_each(rank, world_size, calls):
     list of fn(rank, world_size, *args, **kwargs) results.
     """
     return [call[0](rank, world_size, *call[1], **(call[2] if len(call) > 2 else {})) for call in calls]
-
-
-def replica_step(rank, world_size, x, dy, sizes, steps=1, **bn_kwargs):
-    """Worker: SyncBatchNorm on this rank's slice of the global batch x (sizes[r] rows for rank r).
-
-    Runs `steps` training steps with the upstream gradient dy (loss = Σ y·dy) and returns this
-    rank's output and input gradient of the last step, its (local) γ/β gradients summed over the
-    steps, and the running statistics — or {'error': message} if the layer raised ValueError.
-    """
-    torch.manual_seed(0)
-    start = sum(sizes[:rank])
-    xs, dys = x[start:start + sizes[rank]], dy[start:start + sizes[rank]]
-    bn = SyncBatchNorm(x.shape[1], dtype=x.dtype, **bn_kwargs)
-    out = {}
-    try:
-        for _ in range(steps):
-            xi = xs.clone().requires_grad_(True)
-            y = bn(xi)
-            (y * dys).sum().backward()
-    except ValueError as e:
-        return {"error": str(e)}
-    out.update(y=y.detach(), dx=xi.grad)
-    if bn.affine:
-        out.update(dweight=bn.weight.grad, dbias=bn.bias.grad)
-    if bn.track_running_stats:
-        out.update(running_mean=bn.running_mean, running_var=bn.running_var,
-                   num_batches_tracked=bn.num_batches_tracked)
-    bn.eval()
-    out["y_eval"] = bn(xs).detach()
-    return out
-
-
-def time_step(rank, world_size, shape, sync=True, repeats=50, warmup=5):
-    """Worker: milliseconds per forward + backward of one BN layer on an input of `shape` per rank.
-
-    sync=True: SyncBatchNorm (two all-reduces); False: plain BatchNorm (no communication).
-    Also times a bare all-reduce of 2C + 1 float64 numbers. Returns a dict of medians in ms.
-    """
-    torch.manual_seed(rank)
-    c = shape[1]
-    layer = SyncBatchNorm(c) if sync else (BatchNorm2d if len(shape) == 4 else BatchNorm1d)(c)
-    x = torch.randn(shape, requires_grad=True)
-    dy = torch.randn(shape)
-    payload = torch.zeros(2 * c + 1, dtype=torch.float64)
-    step_ms, reduce_ms = [], []
-    for i in range(warmup + repeats):
-        dist.barrier()
-        t0 = time.perf_counter()
-        layer(x).backward(dy)
-        t1 = time.perf_counter()
-        dist.all_reduce(payload)
-        t2 = time.perf_counter()
-        if i >= warmup:
-            step_ms.append(1e3 * (t1 - t0))
-            reduce_ms.append(1e3 * (t2 - t1))
-    return {"step_ms": float(torch.tensor(step_ms).median()),
-            "allreduce_ms": float(torch.tensor(reduce_ms).median())}
-

@@ -10,6 +10,7 @@ from torch import nn
 
 import normkit as nk
 from normkit import distributed as D
+from normkit.lessons.l10_distributed_batchnorm import replica_step
 
 from .conftest import assert_close, leaf, randn
 
@@ -62,9 +63,9 @@ def world(request):
     calls = []
     for i, (shape, sizes, steps, kw, *dtype) in enumerate(CASES[w]):
         x, dy = _inputs(i, shape, *dtype)
-        calls.append((D.replica_step, (x, dy, sizes, steps), kw))
+        calls.append((replica_step, (x, dy, sizes, steps), kw))
     x, dy = _inputs(99, (5, 3, 4))
-    calls.append((D.replica_step, (x, dy, EMPTY[w]), {}))
+    calls.append((replica_step, (x, dy, EMPTY[w]), {}))
     return w, D.launch(D.run_each, w, calls, timeout=TIMEOUT)
 
 
@@ -182,28 +183,6 @@ def test_convert_a_single_layer_and_the_classmethod():
     assert out.weight is bn.weight
 
 
-def test_per_replica_batch_norm_normalizes_each_slice():
-    x = randn(12, 3, dtype=torch.float64, scale=2.0, offset=1.0)
-    bn = D.PerReplicaBatchNorm(3, replicas=3, dtype=torch.float64)
-    y = bn(x)
-    ref = torch.cat([nn.functional.batch_norm(p, None, None, training=True) for p in x.chunk(3)])
-    assert_close(y, ref)
-    first = _torch_bn((4, 3), torch.float64)
-    first(x[:4])                                          # running stats: slice 0 only (rank 0's)
-    assert_close(bn.running_mean, first.running_mean)
-    assert_close(bn.running_var, first.running_var)
-    bn.eval()
-    first.eval()
-    assert_close(bn(x), first(x))
-
-
-def test_train_data_parallel_sync_beats_per_replica_at_two_samples():
-    steps, acc_sync, loss_sync = D.train_data_parallel("sync", 4, 2, steps=20, eval_every=10)
-    _, acc_rep, loss_rep = D.train_data_parallel("per-replica", 4, 2, steps=20, eval_every=10)
-    assert steps == [0, 10, 20] and len(loss_sync) == 20
-    assert acc_sync[-1] > acc_rep[-1]
-
-
 def test_replica_stats_is_stable_in_float32():
     x = randn(40, 3, 8, dtype=torch.float64, offset=1000.0, seed=5)
     x32 = x.float()
@@ -241,12 +220,6 @@ def test_bad_arguments():
         nk.SyncBatchNorm(3)(torch.randn(3))
     with pytest.raises(ValueError, match="module"):
         nk.convert_sync_batchnorm("not a module")
-    with pytest.raises(ValueError, match="replicas"):
-        D.PerReplicaBatchNorm(3, replicas=0)
-    with pytest.raises(ValueError, match="divisible"):
-        D.PerReplicaBatchNorm(3, replicas=2)(torch.randn(5, 3))
-    with pytest.raises(ValueError, match="mode"):
-        D.train_data_parallel("ddp", 2, 2)
     with pytest.raises(ValueError, match="world_size"):
         D.launch(D.run_each, 0, [])
 
@@ -255,11 +228,11 @@ def test_a_rank_reports_its_result_or_its_traceback():
     """What each launched process runs (here in this process, with a group of one: no spawn cost)."""
     import queue
     results = queue.Queue()
-    calls = [(D.replica_step, (randn(4, 3), randn(4, 3, seed=1), [4]))]
+    calls = [(replica_step, (randn(4, 3), randn(4, 3, seed=1), [4]))]
     D._entry(0, 1, D.free_port(), 30.0, D.run_each, (calls,), results)
     rank, ok, payload = results.get_nowait()
     assert (rank, ok) == (0, True) and isinstance(payload, bytes)
-    D._entry(0, 1, D.free_port(), 30.0, D.run_each, ([(D.replica_step, (None,))],), results)
+    D._entry(0, 1, D.free_port(), 30.0, D.run_each, ([(replica_step, (None,))],), results)
     rank, ok, payload = results.get_nowait()
     assert not ok and "TypeError" in payload and "replica_step" in payload
     assert not torch.distributed.is_initialized()
@@ -268,78 +241,3 @@ def test_a_rank_reports_its_result_or_its_traceback():
 def test_launch_gives_up_after_its_timeout():
     with pytest.raises(TimeoutError, match="timeout"):
         D.launch(D.run_each, 1, [], timeout=0.2)      # not even enough time to import torch
-
-
-# ----------------------------------------------------------------------------- exercise checkers
-def test_checker_combine_stats(capsys):
-    def right(sums, sumsqs, counts):
-        n = counts.sum()
-        mean = sums.sum(0) / n
-        return mean, sumsqs.sum(0) / n - mean**2
-    assert nk.check.combine_stats(right)
-    assert not nk.check.combine_stats(lambda s, q, n: (s.mean(0), q.mean(0)))
-    assert not nk.check.combine_stats(lambda s, q, n: (None, None))
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("✓") and out[1].startswith("✗") and out[2].startswith("✗")
-
-
-def test_checker_merge_moments(capsys):
-    def chan(na, ma, qa, nb, mb, qb):
-        n, d = na + nb, mb - ma
-        return ma + d * nb / n, qa + qb + d * d * na * nb / n
-
-    def naive(na, ma, qa, nb, mb, qb):
-        n = na + nb
-        m = (na * ma + nb * mb) / n
-        return m, qa + na * ma**2 + qb + nb * mb**2 - n * m**2
-    assert nk.check.merge_moments(chan)
-    assert not nk.check.merge_moments(naive)
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("✓") and out[1].startswith("✗")
-
-
-def test_checker_sync_input_grad(capsys):
-    def right(dy, xhat, rstd, gamma, sum_dy, sum_dy_xhat, count):
-        return gamma * rstd * (dy - sum_dy / count - xhat * sum_dy_xhat / count)
-
-    def local(dy, xhat, rstd, gamma, sum_dy, sum_dy_xhat, count):     # per-replica sums: wrong
-        return gamma * rstd * (dy - dy.mean(0) - xhat * (dy * xhat).mean(0))
-    assert nk.check.sync_input_grad(right)
-    assert not nk.check.sync_input_grad(local)
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("✓") and out[1].startswith("✗")
-
-
-# ----------------------------------------------------------------------------- claims of notebook 10
-def test_claim_per_replica_bn_fails_at_small_batches_and_sync_bn_does_not():
-    """'At 2 samples per replica, per-replica BN barely trains; at 3–4 it trails synchronised BN;
-    from 8 samples per replica on, the two are close.' (mean of the last three evaluations)"""
-    final = {}
-    for mode in ("per-replica", "sync"):
-        for b in (2, 3, 4, 8, 16):
-            acc = D.train_data_parallel(mode, 4, b)[1]
-            final[mode, b] = sum(acc[-3:]) / 3
-    gap = {b: final["sync", b] - final["per-replica", b] for b in (2, 3, 4, 8, 16)}
-    assert final["per-replica", 2] < 0.6 and final["sync", 2] > 0.88       # 0.30–0.35 vs 0.915
-    assert gap[3] > 0.08 and gap[4] > 0.02                                  # 0.15–0.17, 0.05–0.06
-    assert abs(gap[8]) < 0.02 and abs(gap[16]) < 0.02
-    assert min(final["sync", b] for b in (2, 3, 4, 8, 16)) > 0.88
-
-
-def test_claim_float32_sums_lose_the_variance_and_centred_replica_sums_keep_it():
-    """Notebook 10's table: the naive float32 Σx, Σx² variance is noise at mean 10⁴, while the sums
-    that replica_stats sends keep ~4 digits (relative errors; their last digits depend on the CPU)."""
-    x64 = torch.randn(192, 8, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    errors = []
-    for offset in (0.0, 1e2, 1e3, 1e4):
-        x = (x64 + offset).float()
-        truth = x.double().var((0, 2), correction=0)
-        parts = x.split([50, 80, 62])
-        s1, s2 = sum(p.sum((0, 2)) for p in parts), sum((p * p).sum((0, 2)) for p in parts)
-        naive = s2 / 192 - (s1 / 192) ** 2
-        s = sum(D.replica_stats(p)[0] for p in parts)
-        ours = s[8:16] / s[16] - (s[:8] / s[16]) ** 2
-        errors.append([((v.double() - truth).abs() / truth).max().item() for v in (naive, ours)])
-    naive, ours = zip(*errors)
-    assert naive[0] < 1e-5 and naive[2] > 1e-2 and naive[3] > 1
-    assert max(ours) < 1e-3
