@@ -1,15 +1,12 @@
-"""normkit.stochastic (notebooks 06 and 08) and the exercise checkers of those notebooks."""
-import math
+"""normkit.lessons.l06_dropout (notebook 06): its experiments, its claims and its exercise checkers."""
 import functools
 
 import pytest
 import torch
-from sklearn.linear_model import Ridge
 from sklearn.metrics import roc_auc_score
 
 import normkit as nk
-from normkit import check
-from normkit import stochastic as st
+from normkit.lessons import l06_dropout as lesson
 
 
 # ------------------------------------------------------------------------------------ dropout
@@ -17,25 +14,25 @@ def test_dropout_train_variance_matches_torch_dropout():
     g = torch.Generator().manual_seed(123)       # not the global seed: the mask must not reuse x's stream
     x = torch.rand(400_000, generator=g, dtype=torch.float64) * 2      # mean 1, var 1/3
     out = torch.nn.functional.dropout(x, 0.3, training=True)
-    predicted = st.dropout_train_variance(x.mean(), x.var(), 0.3)
+    predicted = lesson.dropout_train_variance(x.mean(), x.var(), 0.3)
     assert abs(out.var().item() - predicted.item()) / predicted.item() < 0.01
 
 
 def test_dropout_train_variance_zero_mean_is_one_over_keep():
-    assert st.dropout_train_variance(0.0, 2.0, 0.5) == pytest.approx(4.0)
+    assert lesson.dropout_train_variance(0.0, 2.0, 0.5) == pytest.approx(4.0)
     with pytest.raises(ValueError, match="p=1"):
-        st.dropout_train_variance(0.0, 1.0, 1.0)
+        lesson.dropout_train_variance(0.0, 1.0, 1.0)
 
 
 def test_variance_shift_follows_formula_and_vanishes_without_dropout():
     x = torch.relu(torch.randn(2000, 16, generator=torch.Generator().manual_seed(1)) + 0.3)
-    r = st.variance_shift(x, 0.5, steps=200)
+    r = lesson.variance_shift(x, 0.5, steps=200)
     assert r["shift"] == pytest.approx(r["predicted_shift"], rel=0.05)
     assert r["predicted_out_var"] == pytest.approx(r["eval_out_var"].mean().item(), rel=0.05)
-    r0 = st.variance_shift(x, 0.0, steps=200)
+    r0 = lesson.variance_shift(x, 0.0, steps=200)
     assert r0["shift"] == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ValueError, match="x: expected"):
-        st.variance_shift(x[0], 0.5)
+        lesson.variance_shift(x[0], 0.5)
 
 
 def _bn_dropout_model():
@@ -51,12 +48,12 @@ def test_bn_input_variance_and_recalibrate():
         for i in range(50):
             model(x[torch.randint(256, (32,), generator=torch.Generator().manual_seed(i))])
     bn = model[5]
-    running, real = st.bn_input_variance(model, bn, x)
+    running, real = lesson.bn_input_variance(model, bn, x)
     assert model.training                         # mode restored
     assert (running / real).mean() > 1.1          # dropout before it inflated the running variance
-    st.recalibrate_bn(model, x, batch_size=32)
+    lesson.recalibrate_bn(model, x, batch_size=32)
     assert not model.training
-    running, real = st.bn_input_variance(model, bn, x)
+    running, real = lesson.bn_input_variance(model, bn, x)
     assert (running / real).mean().item() == pytest.approx(1.0, abs=0.1)
     assert bn.momentum == 0.1                     # restored
 
@@ -64,19 +61,19 @@ def test_bn_input_variance_and_recalibrate():
 def test_mc_dropout_keeps_bn_in_eval_and_samples_differ():
     model = _bn_dropout_model()
     x = torch.randn(10, 8)
-    probs = st.mc_dropout(model, x, samples=7, seed=3)
+    probs = lesson.mc_dropout(model, x, samples=7, seed=3)
     assert probs.shape == (7, 10, 3)
     torch.testing.assert_close(probs.sum(-1), torch.ones(7, 10))
     assert (probs[0] - probs[1]).abs().max() > 0  # dropout active
     assert not model.training and all(not m.training for m in model.modules())
-    torch.testing.assert_close(st.mc_dropout(model, x, samples=7, seed=3), probs)   # seeded
+    torch.testing.assert_close(lesson.mc_dropout(model, x, samples=7, seed=3), probs)   # seeded
     with pytest.raises(ValueError, match="samples"):
-        st.mc_dropout(model, x, samples=0)
+        lesson.mc_dropout(model, x, samples=0)
 
 
 def test_predictive_spread_against_definitions():
     probs = torch.softmax(torch.randn(5, 4, 3, dtype=torch.float64), -1)
-    s = st.predictive_spread(probs)
+    s = lesson.predictive_spread(probs)
     mean = probs.mean(0)
     h = -(mean * mean.log()).sum(-1)
     each = -(probs * probs.log()).sum(-1).mean(0)
@@ -84,10 +81,10 @@ def test_predictive_spread_against_definitions():
     torch.testing.assert_close(s["mutual_info"], h - each)
     top = mean.argmax(-1)
     torch.testing.assert_close(s["top_std"], probs[:, torch.arange(4), top].std(0))
-    same = st.predictive_spread(probs[:1].expand(5, 4, 3))
+    same = lesson.predictive_spread(probs[:1].expand(5, 4, 3))
     torch.testing.assert_close(same["mutual_info"], torch.zeros(4, dtype=torch.float64))
     with pytest.raises(ValueError, match="probs"):
-        st.predictive_spread(mean)
+        lesson.predictive_spread(mean)
 
 
 def test_auroc_matches_sklearn():
@@ -95,104 +92,25 @@ def test_auroc_matches_sklearn():
     a, b = torch.randn(50, generator=g), torch.randn(60, generator=g) + 0.7
     a[:5] = b[:5]                                # some ties
     expected = roc_auc_score([0] * 50 + [1] * 60, torch.cat([a, b]).numpy())
-    assert st.auroc(a, b) == pytest.approx(expected)
+    assert lesson.auroc(a, b) == pytest.approx(expected)
 
 
 def test_compare_dropout_runs_both():
     data = nk.data.digits(n_train=64, test_size=100)
-    runs = st.compare_dropout(data, p=0.5, sizes=(64, 16, 10), steps=4, batch_size=16, eval_every=2)
+    runs = lesson.compare_dropout(data, p=0.5, sizes=(64, 16, 10), steps=4, batch_size=16, eval_every=2)
     assert set(runs) == {0.0, 0.5}
     assert len(runs[0.5].test_acc) == 3
     assert any(isinstance(m, nk.Dropout) for m in runs[0.5].model.modules())
     assert not any(isinstance(m, nk.Dropout) for m in runs[0.0].model.modules())
 
 
-# ---------------------------------------------------------------------------- noise injection
-def test_regression_is_standardized():
-    x, y, w = st.regression(n=30, d=4)
-    assert x.shape == (30, 4) and y.shape == (30,) and w.shape == (4,)
-    torch.testing.assert_close(x.mean(0), torch.zeros(4, dtype=torch.float64))
-    torch.testing.assert_close(x.var(0, unbiased=False), torch.ones(4, dtype=torch.float64))
-    with pytest.raises(ValueError, match="correlation"):
-        st.regression(correlation=1.5)
-
-
-def test_ridge_matches_sklearn_with_alpha_n_lambda():
-    x, y, _ = st.regression()
-    for lam in (0.0, 0.1, 2.0):
-        w, b = st.ridge(x, y, lam)
-        sk = Ridge(alpha=len(x) * lam).fit(x.numpy(), y.numpy())
-        torch.testing.assert_close(w, torch.from_numpy(sk.coef_))
-        assert b.item() == pytest.approx(sk.intercept_)
-    ws, bs = st.ridge(x, y, torch.tensor([0.1, 2.0]))
-    torch.testing.assert_close(ws[1], st.ridge(x, y, 2.0)[0])
-    with pytest.raises(ValueError, match="lam"):
-        st.ridge(x, y, -1.0)
-
-
-def test_input_noise_training_lands_on_ridge_and_weight_noise_on_ols():
-    x, y, _ = st.regression()
-    sig = [0.0, 0.5, 1.0]
-    w, _ = st.train_linear_with_noise(x, y, sig, where="input", steps=3000)
-    ridge_w, _ = st.ridge(x, y, torch.tensor(sig) ** 2)
-    assert (w - ridge_w).abs().max() < 0.03
-    lam = st.fit_lambda(x, y, w[1:])
-    torch.testing.assert_close(lam, torch.tensor([0.25, 1.0], dtype=torch.float64), rtol=0.1, atol=0)
-    ww, _ = st.train_linear_with_noise(x, y, [0.5], where="weight", steps=3000)
-    assert (ww[0] - st.ridge(x, y, 0.0)[0]).abs().max() < 0.03
-    with pytest.raises(ValueError, match="where"):
-        st.train_linear_with_noise(x, y, sig, where="output")
-
-
-def test_fit_lambda_recovers_exact_ridge():
-    x, y, _ = st.regression()
-    w, _ = st.ridge(x, y, torch.tensor([0.01, 0.1, 1.0]))
-    lams = torch.logspace(-3, 1, 401, dtype=torch.float64)
-    torch.testing.assert_close(st.fit_lambda(x, y, w, lams), torch.tensor([0.01, 0.1, 1.0], dtype=torch.float64))
-
-
-def test_expected_noisy_loss_against_monte_carlo():
-    x, y, w = st.regression()
-    g = torch.Generator().manual_seed(5)
-    eps = 0.7 * torch.randn(20_000, *x.shape, generator=g, dtype=torch.float64)
-    mc = (0.5 * (y - (x + eps) @ w - 0.3) ** 2).mean()
-    assert st.expected_noisy_loss(w, 0.3, x, y, 0.7).item() == pytest.approx(mc.item(), rel=0.01)
-    with pytest.raises(ValueError, match="sigma"):
-        st.expected_noisy_loss(w, 0.3, x, y, -1.0)
-
-
-def test_weight_noise_penalty_exact_for_quadratic_and_close_for_tiny_net():
-    A = torch.diag(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64))
-
-    def quad(thetas):
-        return 0.5 * ((thetas @ A) * thetas).sum(-1)
-    measured, predicted = st.weight_noise_penalty(quad, torch.ones(3, dtype=torch.float64), [0.1, 1.0], samples=50_000)
-    torch.testing.assert_close(predicted, torch.tensor([0.03, 3.0]))
-    torch.testing.assert_close(measured, predicted, rtol=0.03, atol=0)
-    loss_fn, theta = st.tiny_net(steps=200)
-    assert theta.shape == (25,) and loss_fn(theta[None]).item() < 0.05
-    m, p = st.weight_noise_penalty(loss_fn, theta, [0.01])
-    assert m.item() == pytest.approx(p.item(), rel=0.1)
-
-
-def test_bn_noise_reconstructs_batch_norm():
-    z = torch.randn(300, generator=torch.Generator().manual_seed(6), dtype=torch.float64) * 3 + 1
-    mult, add = st.bn_noise(z, 10, n_batches=30, seed=7)
-    assert mult.shape == add.shape == (30,)
-    # rebuild the first mini-batch exactly as bn_noise draws it
-    g = torch.Generator().manual_seed(7)
-    idx = torch.rand(-(-30 // 30), 300, generator=g).argsort(1)[:, :300].reshape(-1, 10)[0]
-    batch = z[idx]
-    u = (batch - z.mean()) / z.var(unbiased=False).sqrt()
-    bn = torch.nn.functional.batch_norm(batch[:, None], None, None, training=True, eps=1e-300)[:, 0]
-    torch.testing.assert_close(mult[0] * u + add[0], bn)
-    with pytest.raises(ValueError, match="batch_size"):
-        st.bn_noise(z, 1)
-
-
-def test_spread_is_std_for_gaussian():
-    v = torch.randn(200_000, generator=torch.Generator().manual_seed(8)) * 2
-    assert st.spread(v) == pytest.approx(2.0, rel=0.02)
+def test_dropout_moments_keep_the_mean_and_follow_the_variance_formula():
+    x = torch.rand(100_000, generator=torch.Generator().manual_seed(9), dtype=torch.float64) + 0.5
+    mean_ratio, var_ratio = lesson.dropout_moments(x, [0.0, 0.5])
+    assert mean_ratio[0] == 1.0 and var_ratio[0] == 1.0
+    assert mean_ratio[1] == pytest.approx(1.0, abs=0.01)
+    expected = lesson.dropout_train_variance(x.mean(), x.var(), 0.5) / x.var()
+    assert var_ratio[1] == pytest.approx(expected.item(), rel=0.02)
 
 
 # ------------------------------------------------------------------------------------ checkers
@@ -205,19 +123,11 @@ def _entropy_ref(probs):
     return -(m * m.log()).sum(-1)
 
 
-def _bn_terms_ref(z, mu, sigma):
-    sb = z.var(correction=0).sqrt()
-    return sigma / sb, (mu - z.mean()) / sb
-
-
 @pytest.mark.parametrize("checker, good, bad", [
-    (check.dropout, _dropout_ref, lambda x, p: x),
-    (check.dropout, _dropout_ref, lambda x, p: x * (torch.rand_like(x) >= p)),      # forgot the scale
-    (check.dropout_variance, lambda c, v, p: (c * c + v) / (1 - p) - c * c, lambda c, v, p: v / (1 - p)),
-    (check.predictive_entropy, _entropy_ref, lambda probs: _entropy_ref(probs[:1])),
-    (check.noisy_mse, lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + s**2 * (w * w).sum(),
-     lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + 0.5 * s**2 * (w * w).sum()),
-    (check.bn_noise, _bn_terms_ref, lambda z, mu, sigma: (1.0, 0.0)),
+    (lesson.check_dropout, _dropout_ref, lambda x, p: x),
+    (lesson.check_dropout, _dropout_ref, lambda x, p: x * (torch.rand_like(x) >= p)),      # forgot the scale
+    (lesson.check_dropout_variance, lambda c, v, p: (c * c + v) / (1 - p) - c * c, lambda c, v, p: v / (1 - p)),
+    (lesson.check_predictive_entropy, _entropy_ref, lambda probs: _entropy_ref(probs[:1])),
 ])
 def test_checkers_pass_and_fail(checker, good, bad, capsys):
     assert checker(good)
@@ -229,27 +139,11 @@ def test_checkers_pass_and_fail(checker, good, bad, capsys):
 def test_checker_reports_an_exception(capsys):
     def broken(x, p):
         raise RuntimeError("oops")
-    assert not check.dropout(broken)
+    assert not lesson.check_dropout(broken)
     assert "raised RuntimeError: oops" in capsys.readouterr().out
 
 
-def test_tiny_net_is_deterministic():
-    a = st.tiny_net(steps=50)[1]
-    b = st.tiny_net(steps=50)[1]
-    torch.testing.assert_close(a, b)
-    assert not math.isnan(a.sum().item())
-
-
-def test_dropout_moments_keep_the_mean_and_follow_the_variance_formula():
-    x = torch.rand(100_000, generator=torch.Generator().manual_seed(9), dtype=torch.float64) + 0.5
-    mean_ratio, var_ratio = st.dropout_moments(x, [0.0, 0.5])
-    assert mean_ratio[0] == 1.0 and var_ratio[0] == 1.0
-    assert mean_ratio[1] == pytest.approx(1.0, abs=0.01)
-    expected = st.dropout_train_variance(x.mean(), x.var(), 0.5) / x.var()
-    assert var_ratio[1] == pytest.approx(expected.item(), rel=0.02)
-
-
-# ----------------------------------------------------------------------------- claims of notebooks 06 and 08
+# ----------------------------------------------------------------------------- claims of notebook 06
 # Notebook scale, bands that hold on every kernel path we ran; a broken dropout or BN misses them.
 @functools.lru_cache(maxsize=None)
 def _clean_dropout_model():
@@ -265,7 +159,7 @@ def _clean_dropout_model():
 def test_claim_dropout_resists_label_noise():
     """'Without dropout the training accuracy on the noisy labels climbs far above 0.6 and the test
     accuracy, after an early peak, falls; with dropout the test accuracy stays high.'"""
-    runs = st.compare_dropout(nk.data.digits(n_train=400, label_noise=0.4), p=0.5, steps=500)
+    runs = lesson.compare_dropout(nk.data.digits(n_train=400, label_noise=0.4), p=0.5, steps=500)
     plain, drop = runs[0.0], runs[0.5]
     assert plain.train_acc[-1] > 0.95 and max(plain.test_acc) - plain.final_test_acc > 0.2
     assert drop.train_acc[-1] < 0.8 and drop.final_test_acc > plain.final_test_acc + 0.15
@@ -278,11 +172,11 @@ def test_claim_mc_dropout_flags_unfamiliar_inputs_better_than_one_pass():
     g = torch.Generator().manual_seed(0)
     x_in = clean.x_test
     for x_out in (x_in[:, torch.randperm(64, generator=g)], torch.rand(x_in.shape, generator=g)):
-        mi_in, mi_out = (st.predictive_spread(st.mc_dropout(model, v, samples=50))["mutual_info"]
+        mi_in, mi_out = (lesson.predictive_spread(lesson.mc_dropout(model, v, samples=50))["mutual_info"]
                          for v in (x_in, x_out))
         with torch.no_grad():
             one_in, one_out = (1 - torch.softmax(model(v), 1).max(1).values for v in (x_in, x_out))
-        mc, one = st.auroc(mi_in, mi_out), st.auroc(one_in, one_out)
+        mc, one = lesson.auroc(mi_in, mi_out), lesson.auroc(one_in, one_out)
         assert mc > 0.9 and mc > one + 0.03                                 # 0.94–0.95 vs 0.80–0.88
 
 
@@ -290,7 +184,7 @@ def test_claim_variance_shift_follows_li_et_al():
     """Dropout before BN: running var / real var as Li et al.'s formula, above 1/(1 − p) for ReLU units."""
     *_, a = _clean_dropout_model()
     for p in (0.1, 0.5, 0.8):
-        r = st.variance_shift(a, p)
+        r = lesson.variance_shift(a, p)
         assert r["shift"] == pytest.approx(r["predicted_shift"], rel=0.03)
         assert r["shift"] > 1 / (1 - p) and r["eval_out_var"].mean() < 1
 
@@ -301,29 +195,10 @@ def test_claim_recalibrating_bn_removes_the_shift_in_a_trained_net():
     model = nk.models.mlp([64, 128, 128, 10], norm="batch", dropout=0.5)
     nk.train.fit(model, clean, steps=400, batch_size=64, lr=3e-3, optimizer="adam", eval_every=400)
     bn2 = model[5]
-    before = st.bn_input_variance(model, bn2, clean.x_test)
+    before = lesson.bn_input_variance(model, bn2, clean.x_test)
     acc_before = nk.train.accuracy(model, clean.x_test, clean.y_test)
-    st.recalibrate_bn(model, clean.x_train)
-    after = st.bn_input_variance(model, bn2, clean.x_test)
+    lesson.recalibrate_bn(model, clean.x_train)
+    after = lesson.bn_input_variance(model, bn2, clean.x_test)
     acc_after = nk.train.accuracy(model, clean.x_test, clean.y_test)
     shift_before, shift_after = ((run / real).mean().item() for run, real in (before, after))
     assert 1.1 < shift_before < 1.5 and abs(shift_after - 1) < 0.06 and abs(acc_after - acc_before) < 0.02
-
-
-def test_claim_input_noise_is_ridge_and_weight_noise_is_not():
-    """Bishop 1995 on notebook 08's regression: training with input noise σ lands on ridge with
-    λ = σ² (fitted λ within a few %); weight noise leaves ‖w‖ at the OLS value; for a tanh net the
-    weight-noise penalty is ½σ²·tr ∇²L at small σ."""
-    x, y, _ = st.regression()
-    sigmas = [0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0]
-    w_noise, _ = st.train_linear_with_noise(x, y, sigmas, where="input")
-    lam_fit = torch.as_tensor(st.fit_lambda(x, y, w_noise), dtype=torch.float64)
-    torch.testing.assert_close(lam_fit, torch.tensor(sigmas, dtype=torch.float64) ** 2, rtol=0.03, atol=0.002)
-    w_ridge, _ = st.ridge(x, y, torch.tensor(sigmas) ** 2)
-    assert (w_noise - w_ridge).abs().max() < 0.02
-    w_weight, _ = st.train_linear_with_noise(x, y, sigmas, where="weight")
-    ols = st.ridge(x, y, 0.0)[0].norm()
-    assert (w_weight.norm(dim=1) - ols).abs().max() < 0.05 < ols - w_noise.norm(dim=1)[-1]
-    loss_fn, theta = st.tiny_net()
-    measured, predicted = st.weight_noise_penalty(loss_fn, theta, [0.003, 0.01])
-    torch.testing.assert_close(torch.as_tensor(measured), torch.as_tensor(predicted), rtol=0.03, atol=0)
