@@ -65,6 +65,18 @@ def grads_of(out, upstream, *tensors):
     return [next(it) if t is not None else None for t in tensors]
 
 
+def assert_checker_verdicts(checker, right, wrong, capsys):
+    """An exercise checker prints ✓ for a right answer and ✗ "expected …, got …" for a wrong one,
+    and its result is truthy/falsy accordingly and silent as a notebook cell's last value."""
+    assert checker(right)
+    assert capsys.readouterr().out.startswith("✓ ")
+    result = checker(wrong)
+    assert not result
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ") and "expected" in out and "got" in out
+    assert result._ipython_display_() is None
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same global RNG state (dropout/noise tests reseed anyway)."""

@@ -1,4 +1,5 @@
-"""Project conventions that a reviewer would otherwise check by hand (DESIGN.md, "Notebooks")."""
+"""Project conventions that a reviewer would otherwise check by hand: notebook structure, where code lives."""
+import ast
 import json
 import re
 from pathlib import Path
@@ -61,15 +62,102 @@ def test_no_commented_out_code_or_empty_cells(nb):
             assert not dead, f"cell {i} has commented-out code: {dead}"
 
 
+def _checker_code(tree):
+    """Top-level functions of a lesson that are exercise checkers (check_*) or private helpers they call."""
+    funcs = {f.name: f for f in tree.body if isinstance(f, ast.FunctionDef)}
+    checkers = {n for n in funcs if n.startswith("check_")}
+    used = {node.id for n in checkers for node in ast.walk(funcs[n]) if isinstance(node, ast.Name)}
+    return [funcs[n] for n in checkers | {u for u in used if u.startswith("_") and u in funcs}]
+
+
 def test_normkit_does_not_call_the_torch_reference():
+    """torch's own norm layers and functions are what normkit is tested against, not what it runs;
+    only exercise checkers (check.py, check_* in the lessons) may compute torch's answer."""
     pattern = re.compile(r"F\.(batch_norm|layer_norm|group_norm|instance_norm|rms_norm|dropout)\(|"
                          r"nn\.(BatchNorm[123]d|LayerNorm|GroupNorm|InstanceNorm[123]d|RMSNorm|Dropout)\(|"
                          r"torch\.nn\.functional\.(batch_norm|layer_norm|group_norm|instance_norm|rms_norm|dropout)\(")
-    for path in (ROOT / "normkit").glob("*.py"):
+    for path in (ROOT / "normkit").rglob("*.py"):
         if path.name == "check.py":
             continue
-        hits = [ln for ln in path.read_text().splitlines() if pattern.search(ln)]
+        lines = path.read_text().splitlines()
+        exempt = {i for f in _checker_code(ast.parse("\n".join(lines)))
+                  for i in range(f.lineno - 1, f.end_lineno)}
+        hits = [ln for i, ln in enumerate(lines) if i not in exempt and pattern.search(ln)]
         assert not hits, f"{path.name} calls torch's own implementation: {hits}"
+
+
+# ----------------------------------------------------------------------------- where code lives
+LIBRARY = {"functional", "layers", "manual", "regularize", "optim", "distributed", "validate"}
+INFRASTRUCTURE = {"data", "models", "train", "explore", "check"}
+LESSONS = sorted((ROOT / "normkit" / "lessons").glob("l[0-9][0-9]_*.py"))
+
+
+def _module_name(path):
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _imports(path):
+    """Every module a file imports (absolute dotted names), at any depth of the file."""
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}    # `from normkit import data`
+    known = {_module_name(p) for p in (ROOT / "normkit").rglob("*.py")}
+    return {m for m in found if m in known or m.split(".")[0] in ("tests", "notebooks", "benchmarks")}
+
+
+def _kind(module):
+    parts = module.split(".")
+    if parts[:2] == ["normkit", "lessons"]:
+        return "lessons" if len(parts) == 2 else "lesson"
+    return "top" if module == "normkit" else ("library" if parts[1] in LIBRARY else "infrastructure")
+
+
+# what each kind of module may import: library ← infrastructure ← lessons
+ALLOWED = {"library": {"library", "top"}, "infrastructure": {"library", "infrastructure", "top"},
+           "top": {"library", "infrastructure", "top"}, "lesson": {"library", "infrastructure", "top"},
+           "lessons": {"library", "infrastructure", "top", "lessons", "lesson"}}
+
+
+def test_every_normkit_module_is_library_infrastructure_or_a_lesson():
+    for path in (ROOT / "normkit").glob("*.py"):
+        assert path.stem in LIBRARY | INFRASTRUCTURE | {"__init__"}, f"normkit/{path.name}: which layer is it?"
+    assert {p.name for p in (ROOT / "normkit" / "lessons").glob("*.py")} == {"__init__.py"} | {p.name for p in LESSONS}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "normkit").rglob("*.py")), ids=lambda p: _module_name(p))
+def test_imports_point_one_way(path):
+    """library ← infrastructure ← lessons; no lesson imports another; nothing imports tests, notebooks
+    or benchmarks; only normkit.lessons itself may import a lesson."""
+    kind = _kind(_module_name(path))
+    for module in _imports(path) - {_module_name(path)}:
+        assert module.split(".")[0] == "normkit", f"{path.name} imports {module}"
+        assert _kind(module) in ALLOWED[kind], f"{_module_name(path)} ({kind}) imports {module} ({_kind(module)})"
+
+
+def test_a_lesson_for_every_notebook_after_00():
+    numbers = {p.name[:2] for p in NOTEBOOKS} - {"00"}
+    assert {p.name[1:3] for p in LESSONS} == numbers
+    for p in LESSONS:
+        assert (ROOT / "notebooks" / f"{p.stem[1:]}.ipynb").exists(), f"{p.name} is not named after its notebook"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_imports_its_own_lesson_only(path):
+    code = "\n".join(_text(c) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+    lessons = set(re.findall(r"\bl(\d\d)_\w+", code))
+    expected = set() if path.name.startswith("00") else {path.name[:2]}
+    assert lessons == expected, f"{path.name} uses lessons {sorted(lessons)}, expected {sorted(expected)}"
+    if expected:
+        assert f"from normkit.lessons import l{path.stem} as lesson" in code
 
 
 def test_output_checks_are_masked_per_cell_not_per_notebook(nb):

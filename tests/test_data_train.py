@@ -134,6 +134,13 @@ def test_covariate_shift():
     assert abs(xs.std(0) - 1).max() < 0.1
 
 
+def test_digits_loader_equals_sklearn():
+    from sklearn.datasets import load_digits
+    x, y = nk.data._load_digits()
+    d = load_digits()
+    assert np.array_equal(x, d.data.astype(np.float32) / 16.0) and np.array_equal(y, d.target)
+
+
 # ----------------------------------------------------------------------------- train.fit
 @pytest.fixture(scope="module")
 def small_digits():
