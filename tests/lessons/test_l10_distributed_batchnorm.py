@@ -100,7 +100,7 @@ def test_claim_per_replica_bn_fails_at_small_batches_and_sync_bn_does_not():
     assert final["per-replica", 2] < 0.6 and final["sync", 2] > 0.83       # 0.35–0.46 vs 0.860
     assert gap[3] > 0.08                                                    # 0.137–0.149
     assert 0 < gap[4] < 0.04                                                # 0.013–0.025
-    assert abs(gap[8]) < 0.04 and abs(gap[16]) < 0.04                       # 0.032, 0.007
+    assert abs(gap[8]) < 0.04 and abs(gap[16]) < 0.02                       # 0.032, 0.007
     assert min(final["sync", b] for b in (2, 3, 4, 8, 16)) > 0.83
 
 
