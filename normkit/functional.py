@@ -45,7 +45,19 @@ class _Normalize(torch.autograd.Function):
     order backward above is a smooth function of (dy, x, γ); under create_graph it is evaluated
     from x again with differentiable primitives (x̂ and 1/std recomputed, out-of-place ops), so
     autograd differentiates the closed form itself. No second formula to keep in sync, and the
-    fast in-place first-order path is untouched when no graph is wanted.
+    fast in-place first-order path is untouched when no graph is wanted. `jvp` likewise recomputes
+    x̂ and 1/std from x, so reverse-over-forward (jacrev∘jacfwd) differentiates it, and the same
+    holds for forward-over-reverse (torch.func.hessian = jacfwd∘jacrev, through backward).
+    Forward-over-forward is the one order autograd.Function cannot give: torch evaluates a
+    Function's jvp with forward AD switched off, so an outer jvp level would see the inner tangent
+    as a constant (a silently zero second derivative). Under two nested jvp levels `apply` therefore
+    bypasses the Function and runs the same forward as differentiable primitives (`_composite`).
+
+    Checked in tests/test_double_backward.py against torch and finite differences: note that
+    torch 2.13's own torch.func.hessian and jacfwd∘jacfwd of F.batch_norm, F.layer_norm and
+    F.instance_norm are wrong in the blocks ∂²/∂γ∂x (functorch's batching rule for their
+    backward, pytorch/functorch#534; nested jvp, pytorch/pytorch#196700); torch's double backward
+    (torch.autograd.functional.hessian) is right, and is the reference there.
     """
 
     generate_vmap_rule = True          # torch.func.vmap / jacrev / hessian over normkit
@@ -57,12 +69,14 @@ class _Normalize(torch.autograd.Function):
         # forward has no defaults and always gets all six arguments, so outside torch.func
         # transforms go straight to the C++ apply (what Function.apply does after binding).
         if torch._C._are_functorch_transforms_active():
+            if _nested_jvp():
+                return _composite(*args)
             return super().apply(*args)
         return super(torch.autograd.Function, cls).apply(*torch._functorch.utils.unwrap_dead_wrappers(args))
 
     @staticmethod
     def forward(x, weight, bias, dims, eps, centered):
-        mean, var, rstd, xhat = _standardize(x, dims, eps, centered)
+        mean, var, rstd, xhat = _standardize(x, dims, eps, centered, inplace=True)
         y = _scale_shift(xhat, weight, bias)
         mean = torch.zeros_like(var) if mean is None else mean
         return y, mean, var, xhat, rstd
@@ -81,7 +95,7 @@ class _Normalize(torch.autograd.Function):
         ctx.inner = [d for d in dims if weight is None or full[d] == 1]     # dims where γ is constant
         ctx.dims, ctx.eps, ctx.centered = dims, eps, centered
         ctx.save_for_backward(x, xhat, rstd, weight)
-        ctx.save_for_forward(xhat, rstd, weight)
+        ctx.save_for_forward(x, xhat, rstd, weight)
         ctx.mark_non_differentiable(mean, var, xhat, rstd)
         ctx.set_materialize_grads(False)    # no full-size zeros for the gradient of x̂ nobody uses
 
@@ -92,7 +106,7 @@ class _Normalize(torch.autograd.Function):
         if dy is None:                  # y itself unused (only the statistics were)
             return None, None, None, None, None, None
         if torch.is_grad_enabled():     # create_graph: the same formula, differentiable in (dy, x, γ)
-            _, _, rstd, xhat = _standardize(x, ctx.dims, ctx.eps, ctx.centered)
+            _, _, rstd, xhat = _standardize(x, ctx.dims, ctx.eps, ctx.centered, inplace=False)
             g = dy if weight is None else dy * weight
             dx = rstd * _project(g, xhat, ctx.dims, ctx.centered) if need_x else None
             dweight = (dy * xhat).sum(ctx.param_dims, keepdim=True) if need_w else None
@@ -105,7 +119,8 @@ class _Normalize(torch.autograd.Function):
 
     @staticmethod
     def jvp(ctx, dx, dweight, dbias, *_):
-        xhat, rstd, weight = ctx.saved_tensors
+        x, _, _, weight = ctx.saved_tensors
+        _, _, rstd, xhat = _standardize(x, ctx.dims, ctx.eps, ctx.centered, inplace=False)
         dy = torch.zeros_like(xhat) if dx is None else rstd * _project(dx, xhat, ctx.dims, ctx.centered)
         if weight is not None:
             dy = dy * weight
@@ -116,15 +131,31 @@ class _Normalize(torch.autograd.Function):
         return dy, None, None, None, None
 
 
-def _standardize(x, dims, eps, centered):
+def _nested_jvp():
+    """Two or more torch.func jvp levels active (jacfwd∘jacfwd, jvp of jvp): see _Normalize."""
+    levels = torch._C._functorch.get_interpreter_stack() or []
+    return sum(level.key() == torch._C._functorch.TransformType.Jvp for level in levels) >= 2
+
+
+def _composite(x, weight, bias, dims, eps, centered):
+    """_Normalize's forward as differentiable primitives (every derivative order, any mode)."""
+    mean, var, rstd, xhat = _standardize(x, dims, eps, centered, inplace=False)
+    y = xhat if weight is None else xhat * weight
+    y = y if bias is None else y + bias
+    mean = torch.zeros_like(var) if mean is None else mean
+    return y, mean.detach(), var.detach(), xhat.detach(), rstd.detach()
+
+
+def _standardize(x, dims, eps, centered, inplace):
     """(mean, var, 1/√(var + eps), x̂) over `dims` (keepdim); mean is None for RMS (centered=False).
 
-    In place on its own temporary when no graph is recorded (forward, first-order backward).
+    inplace=True (forward): in place on its own temporary, not twice differentiable. False
+    (create_graph backward, jvp, _composite): out-of-place primitives only.
     """
     mean = x.mean(dims, keepdim=True) if centered else None
     xc = x - mean if centered else x
     trailing = dims == tuple(range(x.dim() - len(dims), x.dim()))
-    if trailing and not torch.is_grad_enabled():
+    if trailing and inplace:
         # One contiguous read and no temporary: measured 1.5–1.9× faster than mean(xc·xc) over
         # trailing dims, but 4–8× slower over batch norm's strided (0, 2). Not under create_graph:
         # ‖·‖ has no second derivative at 0 (a constant group).
@@ -132,7 +163,7 @@ def _standardize(x, dims, eps, centered):
     else:
         var = (xc * xc).mean(dims, keepdim=True)
     rstd = (var + eps).rsqrt()
-    xhat = xc.mul_(rstd) if centered and not torch.is_grad_enabled() else xc * rstd
+    xhat = xc.mul_(rstd) if centered and inplace else xc * rstd
     return mean, var, rstd, xhat
 
 
