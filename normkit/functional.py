@@ -178,7 +178,8 @@ def _project(g, xhat, dims, centered):
 def _fast_backward(ctx, dy, xhat, rstd, weight, need_x, need_w, need_b):
     """First-order (dx, dweight, dbias): the closed form, arranged for few full-size passes."""
     lay = ctx.layout
-    n = max(xhat.numel() // max(rstd.numel(), 1), 1)      # values per group (any n > 0 when empty)
+    # values per group (any n > 0 when empty); a float: an int scalar measured ~4 µs slower per op
+    n = float(max(xhat.numel() // max(rstd.numel(), 1), 1))
     if lay.param_const:
         # γ is constant inside every group (batch, instance norm): factor it out of g, and
         # the two group sums double as the parameter gradients (fewer full-size passes).
