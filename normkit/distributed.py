@@ -29,7 +29,6 @@ import traceback
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from .functional import _input_grad, _prod, _scale_shift, _update_running, _view
 from .validate import check_int, check_ndim, check_numel, check_range
@@ -87,6 +86,16 @@ class _SyncNormalize(torch.autograd.Function):
 
     The closed form of `functional._Normalize` for batch norm, with its two per-channel sums
     taken over all replicas. Returns (y, mean, unbiased var) — the last two for the running averages.
+    The loss it differentiates is the sum of the replicas' losses (DDP's, before it averages).
+
+    Double backward (gradient penalties, Hessian-vector products across replicas): under
+    create_graph the same formula is evaluated again with differentiable primitives, and its
+    cross-replica sums with `_AllReduceSum`, whose backward is an all-reduce too: autograd then
+    differentiates the closed form, as for `_Normalize`. x̂ is recomputed from x with the
+    statistics all-reduced once more, centred at the saved global mean m (a constant):
+    var = mean((x − m)²) − (mean(x) − m)² holds for any m and keeps float32 free of cancellation.
+    That path costs two all-reduces (x̂, then [Σγ·dy, Σγ·dy·x̂]), plus those of the second backward;
+    every replica must take it together, as with every collective. The first-order path is untouched.
     """
 
     @staticmethod
@@ -99,18 +108,19 @@ class _SyncNormalize(torch.autograd.Function):
         mean = mean.to(x3.dtype)
         xhat = xc.add_(mean_r - mean.view(1, c, 1)).mul_(rstd)   # x − global mean, reusing x − mean_r
         y = _scale_shift(xhat, weight, bias)
-        ctx.save_for_backward(xhat, rstd, weight)
-        ctx.count, ctx.group = count, group
+        ctx.save_for_backward(x3, xhat, rstd, weight, mean)
+        ctx.count, ctx.group, ctx.eps = count, group, eps
         unbiased = (var * (count / (count - 1))).to(x3.dtype)
         ctx.mark_non_differentiable(mean, unbiased)
         return y, mean, unbiased
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, _dmean, _dvar):
         # dx = (dy − Σdy/M − x̂·Σ(dy·x̂)/M)·γ/std, the sums over the M values of all replicas.
-        xhat, rstd, weight = ctx.saved_tensors
+        x3, xhat, rstd, weight, mean = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        if torch.is_grad_enabled():
+            return (*_sync_graph_backward(ctx, dy, x3, xhat, rstd, weight, mean), None, None, None)
         c = xhat.shape[1]
         sum_dy = dy.sum((0, 2))
         sum_dy_xhat = (dy * xhat).sum((0, 2))
@@ -124,6 +134,41 @@ class _SyncNormalize(torch.autograd.Function):
             sums /= ctx.count
             dx = _input_grad(dy, xhat, rstd, weight, sums[:c].view(1, c, 1), sums[c:].view(1, c, 1))
         return dx, dweight, dbias, None, None, None
+
+
+def _sync_graph_backward(ctx, dy, x3, xhat, rstd, weight, mean):
+    """_SyncNormalize's (dx, dγ, dβ) as a differentiable function of (dy, every replica's x, γ)."""
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    c, group, count = x3.shape[1], ctx.group, ctx.count
+    dx = None
+    if need_x:                          # x̂ and 1/std as functions of x (else constants: saved ones)
+        xc = x3 - mean.view(1, c, 1)
+        moments = _AllReduceSum.apply(torch.cat([xc.sum((0, 2)), (xc * xc).sum((0, 2))]), group) / count
+        shift = moments[:c].view(1, c, 1)
+        rstd = (moments[c:].view(1, c, 1) - shift * shift + ctx.eps).rsqrt()
+        xhat = (xc - shift) * rstd
+        g = dy if weight is None else dy * weight
+        means = _AllReduceSum.apply(torch.cat([g.sum((0, 2)), (g * xhat).sum((0, 2))]), group) / count
+        dx = rstd * (g - means[:c].view(1, c, 1) - xhat * means[c:].view(1, c, 1))
+    dweight = (dy * xhat).sum((0, 2), keepdim=True) if need_w else None
+    dbias = dy.sum((0, 2), keepdim=True) if need_b else None
+    return dx, dweight, dbias
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Σ over the replicas of `group`, differentiable to every order: each replica's copy of the
+    sum depends on every replica's input, so the gradient is the all-reduced gradient."""
+
+    @staticmethod
+    def forward(ctx, t, group):
+        ctx.group = group
+        t = t.clone()
+        dist.all_reduce(t, group=group)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _AllReduceSum.apply(grad, ctx.group), None
 
 
 def sync_batch_norm(input, running_mean, running_var, weight=None, bias=None, momentum=0.1, eps=1e-5,
@@ -161,15 +206,16 @@ def _world_size(group):
 class SyncBatchNorm(_BatchNorm):
     """Batch norm whose training statistics span all replicas of a process group.
 
-    torch.nn.SyncBatchNorm's constructor, parameters, buffers and state_dict keys; any (N, C, *)
-    input. Falls back to plain batch norm when torch.distributed is not initialised or the group
-    has one process, and in eval mode (running statistics, no communication).
+    torch.nn.SyncBatchNorm's constructor (keyword-only bias= included), parameters, buffers and
+    state_dict keys; any (N, C, *) input; double backward across replicas (`_SyncNormalize`).
+    Falls back to plain batch norm when torch.distributed is not initialised or the group has one
+    process, and in eval mode (running statistics, no communication).
     """
     _ndims, _shapes = tuple(range(2, 10)), "(N, C) or (N, C, *) input"
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True,
-                 process_group=None, device=None, dtype=None):
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype)
+                 process_group=None, device=None, dtype=None, *, bias=True):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
         self.process_group = process_group
 
     def forward(self, input):
@@ -200,7 +246,7 @@ def convert_sync_batchnorm(module, process_group=None):
     out = module
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)):
         out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats, process_group)
+                            module.track_running_stats, process_group, bias=module.bias is not None)
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         out.running_mean, out.running_var = module.running_mean, module.running_var

@@ -66,6 +66,8 @@ def world(request):
         calls.append((replica_step, (x, dy, sizes, steps), kw))
     x, dy = _inputs(99, (5, 3, 4))
     calls.append((replica_step, (x, dy, EMPTY[w]), {}))
+    for i, (shape, sizes, kw) in enumerate(SECOND_ORDER[w]):
+        calls.append((_second_order_step, (*_second_order_inputs(i, shape, kw), sizes, kw)))
     return w, D.launch(D.run_each, w, calls, timeout=TIMEOUT)
 
 
@@ -115,12 +117,77 @@ def test_sync_equals_normkit_batch_norm_too(world):
 
 def test_empty_batch_on_one_replica_raises_on_every_replica(world):
     w, results = world
-    errors = [r[-1].get("error", "") for r in results]
+    errors = [r[len(CASES[w])].get("error", "") for r in results]
     assert all("empty batch" in e for e in errors), errors
     assert any("shape (0, 3, 4)" in e for e in errors)
 
 
+# Second order: (input shape, per-rank sizes, SyncBatchNorm keyword arguments), float64.
+SECOND_ORDER = {2: [((6, 3, 4), [2, 4], {}), ((5, 4), [3, 2], {"bias": False})],
+                3: [((7, 2, 3), [3, 1, 3], {}), ((6, 3, 2, 2), [2, 2, 2], {"affine": False})]}
+
+
+def _second_order_inputs(i, shape, kw):
+    """x, the loss weights c, and the vectors v for x, γ, β (only the parameters the layer has)."""
+    x, c = _inputs(300 + i, shape)
+    p = {} if kw.get("affine") is False else {"weight": 1.0 + 0.3 * randn(shape[1], seed=310 + i)}
+    if p and kw.get("bias", True):
+        p["bias"] = randn(shape[1], seed=320 + i)
+    vs = {"x": randn(*shape, seed=330 + i), **{k: randn(shape[1], seed=340 + j + i) for j, k in enumerate(p)}}
+    return x, c, p, vs
+
+
+def _second_order_step(rank, world_size, x, c, params, vs, sizes, kw):
+    """Worker: loss Σ y³·c on this rank's slice through SyncBatchNorm, its gradients w.r.t. (x, γ,
+    β) with create_graph, then the gradient of ⟨gradients, v⟩: a Hessian-vector product."""
+    sl = slice(sum(sizes[:rank]), sum(sizes[:rank + 1]))
+    bn = nk.SyncBatchNorm(x.shape[1], dtype=x.dtype, **kw)
+    with torch.no_grad():
+        for k, v in params.items():
+            getattr(bn, k).copy_(v)
+    xi = leaf(x[sl])
+    inputs = [xi, *(getattr(bn, k) for k in params)]
+    grads = torch.autograd.grad((bn(xi) ** 3 * c[sl]).sum(), inputs, create_graph=True)
+    dot = sum((g * vs[k][sl] if k == "x" else g * vs[k]).sum() for g, k in zip(grads, ["x", *params]))
+    return [g.detach() for g in grads], list(torch.autograd.grad(dot, inputs))
+
+
+@pytest.mark.parametrize("case", range(2))
+def test_sync_double_backward_equals_torch_over_the_whole_batch(world, case):
+    """Gradients with create_graph and a Hessian-vector product w.r.t. (x, γ, β) across replicas:
+    x parts concatenated, γ/β parts summed (each replica holds its share), vs torch's BN."""
+    w, results = world
+    shape, sizes, kw = SECOND_ORDER[w][case]
+    x, c, params, vs = _second_order_inputs(case, shape, kw)
+    ranks = [r[len(CASES[w]) + 1 + case] for r in results]
+    bn = _torch_bn(shape, x.dtype, **kw)
+    with torch.no_grad():
+        for k, v in params.items():
+            getattr(bn, k).copy_(v)
+    xi = leaf(x)
+    inputs = [xi, *(getattr(bn, k) for k in params)]
+    grads = torch.autograd.grad((bn(xi) ** 3 * c).sum(), inputs, create_graph=True)
+    hvp = torch.autograd.grad(sum((g * vs[k]).sum() for g, k in zip(grads, ["x", *params])), inputs)
+    for i, (first, second) in enumerate(zip(grads, hvp)):
+        join = torch.cat if i == 0 else sum
+        assert_close(join([r[0][i] for r in ranks]), first)
+        assert_close(join([r[1][i] for r in ranks]), second)
+
+
 # ----------------------------------------------------------------------------- one process
+def test_constructor_and_repr_match_torch_syncbatchnorm():
+    import inspect
+    params = lambda cls: [(p.name, p.kind, p.default) for p in inspect.signature(cls.__init__).parameters.values()]
+    assert params(nk.SyncBatchNorm) == params(nn.SyncBatchNorm)
+    for kw in ({}, {"bias": False}, {"affine": False}, {"track_running_stats": False, "momentum": None}):
+        ours, theirs = nk.SyncBatchNorm(4, 1e-3, **kw), nn.SyncBatchNorm(4, 1e-3, **kw)
+        assert repr(ours) == repr(theirs)
+        assert ours.state_dict().keys() == theirs.state_dict().keys()
+        assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    out = nk.convert_sync_batchnorm(nn.BatchNorm2d(3, bias=False))
+    assert out.bias is None and "bias=False" in repr(out)
+
+
 def test_falls_back_to_batch_norm_without_a_process_group():
     assert not torch.distributed.is_initialized()
     x, dy = _inputs(7, (6, 3, 4, 4))
