@@ -124,7 +124,6 @@ def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, g
     if not isinstance(images_per_batch, int) or images_per_batch < 1 or batch_size % images_per_batch:
         raise ValueError(f"images_per_batch={images_per_batch!r}: expected a positive divisor of "
                          f"batch_size={batch_size}")
-    check_range("lr", lr)
     torch.manual_seed(seed)                     # the initial weights
     model = (ghost_cnn(images_per_batch, channels) if norm == "batch"
              else models.cnn("group", channels=channels, groups=groups))
