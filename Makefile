@@ -6,7 +6,7 @@ PORT   ?= 8888
 ROOT   := $(if $(filter 0,$(shell id -u)),--allow-root,)
 unexport MPLBACKEND
 
-.PHONY: install lab test bench bench-latency slides lint clean
+.PHONY: install lab test bench bench-latency bench-notebooks slides lint clean
 
 install: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
@@ -33,10 +33,14 @@ lint: install
 # swing 2x between runs on this VM. Keep them in the heap while benchmarking.
 bench: export MALLOC_MMAP_THRESHOLD_ = 4294967296
 bench: export MALLOC_TRIM_THRESHOLD_ = 4294967296
-bench: install                  # normkit vs torch, slider latency and notebook run time, SyncBN cost
+bench: install                  # normkit vs torch, notebook run time (cold kernel), slider latency, SyncBN cost
 	$(PY) benchmarks/bench_normkit.py
+	$(PY) benchmarks/bench_notebooks.py
 	$(PY) benchmarks/bench_latency.py
 	$(PY) benchmarks/bench_distributed.py
+
+bench-notebooks: install        # every notebook from a cold kernel, as Run All: ≤ 10 s each, ≤ 60 s the series
+	$(PY) benchmarks/bench_notebooks.py
 
 bench-latency: install
 	$(PY) benchmarks/bench_latency.py

@@ -11,21 +11,25 @@ import torch
 
 from .validate import check_int, check_range
 
-__all__ = ["PIXELS", "CLASSES", "Split", "digits", "seed_loss", "seed_loss_minimum", "Quadratic2D", "covariate_shift"]
+__all__ = ["PIXELS", "CLASSES", "Split", "digits", "random_shift", "seed_loss", "seed_loss_minimum", "Quadratic2D", "covariate_shift"]
 
 PIXELS, CLASSES = 64, 10      # the digits: 8×8 images, 10 classes (an MLP on them is [PIXELS, …, CLASSES])
 
 
 @dataclass
 class Split:
-    """Train and test tensors: x float32 (N, 64) or (N, 1, 8, 8) in [0, 1], y int64 labels."""
+    """Train and test tensors: x float32 (N, 64) or (N, 1, 8, 8) in [0, 1], y int64 labels; and
+    optionally a validation set, to choose hyperparameters on data that is neither."""
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
+    x_val: torch.Tensor = None
+    y_val: torch.Tensor = None
 
     def __repr__(self):
-        return (f"Split(train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+        val = "" if self.x_val is None else f", val={tuple(self.x_val.shape)}"
+        return (f"Split(train={tuple(self.x_train.shape)}{val}, test={tuple(self.x_test.shape)}, "
                 f"classes={int(self.y_train.max()) + 1})")
 
 
@@ -40,29 +44,53 @@ def _load_digits():
     return raw[:, :-1] / 16.0, raw[:, -1].astype(np.int64)
 
 
-def digits(n_train=None, test_size=497, label_noise=0.0, images=False, seed=0):
+def digits(n_train=None, test_size=497, label_noise=0.0, images=False, val_size=0, seed=0):
     """sklearn's 8×8 digits as a train/test Split (fixed shuffle per seed).
 
     n_train: keep only the first n_train training images (to provoke overfitting).
     label_noise: fraction of *training* labels replaced by a random other class (test stays clean).
     images: shape (N, 1, 8, 8) for CNNs instead of (N, 64).
+    val_size: also hold out this many images as a validation set (x_val, y_val), taken from the end
+        of the training pool, so the training and test images do not change with it.
     """
     x, y = _load_digits()
     check_int("test_size", test_size, 1, len(x) - 1)
-    max_train = len(x) - test_size
+    check_int("val_size", val_size, 0, len(x) - test_size - 1, "images left after the test set")
+    max_train = len(x) - test_size - val_size
     if n_train is not None and (not isinstance(n_train, int) or not 1 <= n_train <= max_train):
         raise ValueError(f"n_train={n_train!r}: expected None or an int in [1, {max_train}]")
     check_range("label_noise", label_noise, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
-    test, train = order[:test_size], order[test_size:][:n_train]
+    pool = order[test_size:len(x) - val_size]
+    test, train, val = order[:test_size], pool[:n_train], order[len(x) - val_size:]
     x_tr, y_tr = x[train], y[train].copy()
     flip = np.zeros(len(y_tr), dtype=bool)               # exactly round(label_noise·n) labels
     flip[rng.permutation(len(y_tr))[:round(label_noise * len(y_tr))]] = True
     y_tr[flip] = (y_tr[flip] + rng.integers(1, 10, flip.sum())) % 10   # always a wrong class
     shape = (-1, 1, 8, 8) if images else (-1, 64)
     t = torch.from_numpy
-    return Split(t(x_tr).reshape(shape), t(y_tr), t(x[test]).reshape(shape), t(y[test]))
+    split = Split(t(x_tr).reshape(shape), t(y_tr), t(x[test]).reshape(shape), t(y[test]))
+    if val_size:
+        split.x_val, split.y_val = t(x[val]).reshape(shape), t(y[val])
+    return split
+
+
+def random_shift(x, max_shift=1):
+    """Data augmentation for the digits: move each image by a random whole number of pixels, at
+    most `max_shift` left/right and up/down (uniform, drawn from torch's global RNG), filling with 0.
+
+    x: (N, 64) or (N, 1, 8, 8); returns the same shape.
+    """
+    check_int("max_shift", max_shift, 0, 7)
+    imgs = x.reshape(-1, 1, 8, 8)                                     # (N, 1, 8, 8)
+    n, m = len(imgs), max_shift
+    padded = torch.nn.functional.pad(imgs, (m, m, m, m))              # (N, 1, 8+2m, 8+2m)
+    dy, dx = torch.randint(0, 2 * m + 1, (2, n))                      # offsets into the padding
+    rows = (dy[:, None] + torch.arange(8))[:, :, None]                # (N, 8, 1)
+    cols = (dx[:, None] + torch.arange(8))[:, None, :]                # (N, 1, 8)
+    out = padded[torch.arange(n)[:, None, None], 0, rows, cols]       # (N, 8, 8)
+    return out.reshape(x.shape)
 
 
 def seed_loss(w):

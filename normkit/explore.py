@@ -30,15 +30,20 @@ How it works, and why this way:
   once the kernel is idle again, so the frames per second are 1 / (kernel time + round trip); a
   blitted frame still costs 15-80 ms on a 2-core machine (text and legends drawn over a changed line
   are redrawn, then ~10-20 ms of PNG encoding). So a panel whose sliders have few combinations of
-  values (at most PRECOMPUTE: most have 4-31) draws every one when it is built, and any other panel
-  keeps the frames it has drawn (the last KEEP_FRAMES): a drag, or a move back, swaps in the PNG.
+  values (at most PRECOMPUTE: most have 4-31) draws every one, and any other panel keeps the frames
+  it has drawn (the last KEEP_FRAMES): a drag, or a move back, swaps in the PNG. Those frames are
+  drawn while the kernel is idle (no cell has run for IDLE_S), nearest values first, one per turn
+  of the kernel's event loop: Run All does not wait for them, and a slider move or a cell is served
+  between two frames. Without an event loop (a script, pytest) they are drawn when the panel is built.
   Hence update() must draw the same picture for the same values: no state carried from call to
   call (give artists it creates explicit colours; seed random draws inside it).
+- Importing this module sets the course's figure style (STYLE): text readable on a projector.
 - If update() raises, the traceback appears under the figure (a callback's error would otherwise
   vanish into JupyterLab's log) and the figure keeps its last good state.
 
 Expensive work (a training run per slider value) goes in a function decorated with `cache`.
 """
+import asyncio
 import base64
 import collections
 import functools
@@ -66,9 +71,16 @@ __all__ = ["interact", "cache", "show", "Panel", "PANELS"]
 
 PANELS = []                                 # every panel built in this kernel (make bench-latency)
 cache = functools.lru_cache(maxsize=None)   # memoize per slider value: @explore.cache
-PRECOMPUTE = 48         # a panel with at most this many value combinations draws them all when built (0: none)
+PRECOMPUTE = 48         # a panel with at most this many value combinations draws them all (0: none)
+IDLE_S = 0.3            # ... while no cell has run for this long (seconds)
 KEEP_FRAMES = 256       # encoded frames kept per panel (~60-90 kB each), least recently shown dropped
 _FRAME = (Axis,)                            # ticks and their labels: the costly part, never animated
+
+# Figures are read on laptops and from the back of a lecture room (a 1280×720 projector): no text
+# below 11 pt (≈ 15 px at the 100 dpi the figures are drawn at). Notebooks never pass smaller sizes.
+STYLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
+         "ytick.labelsize": 11, "legend.fontsize": 11, "legend.title_fontsize": 11, "figure.titlesize": 13}
+plt.rcParams.update(STYLE)
 
 
 class _Redrawer:
@@ -234,8 +246,10 @@ class Panel:
         # animated and the background is cached now, not on the student's first move.
         self._frames[self._key()] = self._draw(self.values)
         t0 = time.perf_counter()
-        self.precomputed = self._precompute()              # frames cached when built, and the
-        self.precompute_ms = 1e3 * (time.perf_counter() - t0)  # time that took (make bench-latency)
+        self._pending = self._precompute()              # value combinations still to draw
+        self.precompute_ms = 1e3 * (time.perf_counter() - t0)  # time spent drawing (make bench-latency)
+        if self._pending and not _IDLE.start(self):
+            self.finish_precompute()                    # no event loop: draw them now
         # natural size (a flex column would stretch the picture and blur it), shrinks on narrow screens
         self.image = widgets.Image(value=png, format="png", layout={"align_self": "flex-start"})
         self.image.add_class("normkit-figure")
@@ -269,33 +283,56 @@ class Panel:
         return self._redrawer.png(fast=True)
 
     def _precompute(self):
-        """Draw every combination of values now, when there are few (at most PRECOMPUTE): a drag
-        then only swaps pictures. Otherwise draw one step of each slider from its default: what
-        update() changes with each slider (a title that did not change in the rehearsal) is then
-        animated already, and the first arrow key press finds its frame. Returns how many frames
-        are cached."""
+        """Frames to draw ahead, nearest to the slider defaults first: every combination of values
+        when there are few (at most PRECOMPUTE), otherwise none. One step of each slider from its
+        default is drawn now, whatever the count: what update() changes with each slider (a title
+        that did not change in the rehearsal) is then animated already, and the first arrow key
+        press finds its frame. Returns the combinations left to draw."""
         grids = [_range(w) for w in self.controls.values()]
         if PRECOMPUTE <= 0:                 # turned off
-            return len(self._frames)
-        if all(grids) and math.prod(map(len, grids)) <= PRECOMPUTE:
-            combos = list(itertools.product(*grids))
-        else:
-            combos = []
-            for i, (values, w) in enumerate(zip(grids, self.controls.values())):
-                at = values.index(w.value) if w.value in values else -1
-                if at >= 0 and len(values) > 1:
-                    step = values[at + 1] if at + 1 < len(values) else values[at - 1]
-                    combos.append(self._key()[:i] + (step,) + self._key()[i + 1:])
-        for combo in combos:
-            if combo not in self._frames:
-                try:
-                    self._frames[combo] = self._draw(dict(zip(self.controls, combo)))
-                except Exception:           # shown under the figure if the student gets there
-                    pass
+            return []
+        here = [values.index(w.value) if w.value in values else -1
+                for values, w in zip(grids, self.controls.values())]
+        for i, values in enumerate(grids):
+            if here[i] >= 0 and len(values) > 1:
+                step = values[here[i] + 1] if here[i] + 1 < len(values) else values[here[i] - 1]
+                self._draw_ahead(self._key()[:i] + (step,) + self._key()[i + 1:])
         self.update(**self.values)          # the figure's artists show the values on screen again
+        if not (all(grids) and math.prod(map(len, grids)) <= PRECOMPUTE):
+            return []
+        combos = itertools.product(*(range(len(v)) for v in grids))
+        nearest = sorted(combos, key=lambda ix: sum(abs(a - max(b, 0)) for a, b in zip(ix, here)))
+        return [c for c in (tuple(v[i] for v, i in zip(grids, ix)) for ix in nearest) if c not in self._frames]
+
+    def _draw_ahead(self, combo):
+        if combo not in self._frames:
+            try:
+                self._frames[combo] = self._draw(dict(zip(self.controls, combo)))
+            except Exception:               # shown under the figure if the student gets there
+                pass
+
+    def draw_next(self):
+        """Draw one pending frame (the idle loop calls this); False when none is left."""
+        if not self._pending:
+            return False
+        self._draw_ahead(self._pending.pop(0))
+        self.update(**self.values)
+        return bool(self._pending)
+
+    def finish_precompute(self):
+        """Draw every pending frame now (what a student meets after a few idle seconds)."""
+        t0 = time.perf_counter()
+        while self.draw_next():
+            pass
+        self.precompute_ms += 1e3 * (time.perf_counter() - t0)
+
+    @property
+    def precomputed(self):
+        """How many frames are cached."""
         return len(self._frames)
 
     def _on_change(self, _change):
+        _IDLE.touch()
         t0, c0 = time.perf_counter(), time.process_time()
         key = self._key()
         png = self._frames.get(key)
@@ -328,6 +365,7 @@ class Panel:
         Returns {control name: [wall-clock milliseconds per value]}; the CPU times are left in
         `self.sweep_cpu_ms`. Used by `make bench-latency`. Raises the first error an update raised.
         """
+        self.finish_precompute()
         out, self.sweep_cpu_ms = {}, {}
         kept = self._frames
         for name, w in self.controls.items():
@@ -345,6 +383,54 @@ class Panel:
             w.value = default
         self._frames = kept
         return out
+
+
+class _IdleDrawer:
+    """Draws the panels' pending frames on the kernel's event loop while no cell runs.
+
+    A cell blocks the loop, so a frame is only ever drawn between two cells; it waits until the
+    last cell or slider move is IDLE_S old, which Run All (cells back to back) never leaves.
+    """
+
+    def __init__(self):
+        self.queue, self.last, self.hooked, self.scheduled = [], time.perf_counter(), False, False
+
+    def touch(self, *_):
+        self.last = time.perf_counter()
+
+    def start(self, panel):
+        """Queue `panel`'s frames; False when there is no running event loop to draw them on."""
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        ip = get_ipython()
+        if ip is not None and not self.hooked:
+            ip.events.register("pre_run_cell", self.touch)
+            ip.events.register("post_run_cell", self.touch)
+            self.hooked = True
+        self.touch()
+        self.queue.append(panel)
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_later(IDLE_S, self.tick)
+        return True
+
+    def tick(self):
+        wait = self.last + IDLE_S - time.perf_counter()
+        if wait > 0:
+            self.loop.call_later(wait, self.tick)
+            return
+        while self.queue and not self.queue[0]._pending:
+            self.queue.pop(0)
+        if self.queue:
+            self.queue[0].draw_next()
+            self.loop.call_later(0.005, self.tick)  # let a waiting message in between two frames
+        else:
+            self.scheduled = False
+
+
+_IDLE = _IdleDrawer()
 
 
 def _range(w, max_values=None):

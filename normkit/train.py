@@ -36,6 +36,7 @@ class History:
     train_acc: list = field(default_factory=list)     # (empty with eval_train=False)
     test_acc: list = field(default_factory=list)
     test_loss: list = field(default_factory=list)
+    val_acc: list = field(default_factory=list)       # (only when the data has a validation set)
     grad_norm: dict = field(default_factory=dict)     # parameter name -> list, every step
     activations: dict = field(default_factory=dict)   # watched module -> list of dicts
     extra: list = field(default_factory=list)         # what the callback returned, one entry per call
@@ -56,6 +57,19 @@ class History:
     def final_loss(self):
         """Mean training loss of the last 10 steps (inf if the run diverged)."""
         return float("inf") if self.diverged else sum(self.loss[-10:]) / len(self.loss[-10:])
+
+    @property
+    def best_val_step(self):
+        """Early stopping: the evaluation step with the highest validation accuracy (the first of ties)."""
+        if not self.val_acc:
+            raise ValueError("best_val_step: no validation accuracy recorded; expected data with x_val "
+                             "(normkit.data.digits(val_size=...))")
+        return self.eval_steps[max(range(len(self.val_acc)), key=self.val_acc.__getitem__)]
+
+    @property
+    def test_acc_at_best_val(self):
+        """Test accuracy of the model as it was at `best_val_step` (what early stopping keeps)."""
+        return self.test_acc[self.eval_steps.index(self.best_val_step)]
 
     @property
     def gap(self):
@@ -122,6 +136,8 @@ def _evaluate(hist, step, model, data, watched, eval_train, loss_fn):
     try:
         if eval_train:
             hist.train_acc.append((model(data.x_train).argmax(1) == data.y_train).float().mean().item())
+        if getattr(data, "x_val", None) is not None:
+            hist.val_acc.append((model(data.x_val).argmax(1) == data.y_val).float().mean().item())
         captured.clear()                                # the watched outputs are the test set's
         logits = model(data.x_test)
     finally:
@@ -136,8 +152,8 @@ def _evaluate(hist, step, model, data, watched, eval_train, loss_fn):
 
 
 def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.0,
-        weight_decay=0.0, schedule=None, penalty=None, eval_every=25, eval_train=True, watch=(),
-        callback=None, callback_every=1, seed=0, loss_fn=cross_entropy):
+        weight_decay=0.0, schedule=None, penalty=None, augment=None, eval_every=25, eval_train=True,
+        watch=(), callback=None, callback_every=1, seed=0, loss_fn=cross_entropy):
     """Train `model` on `data` (a normkit.data.Split) and return its History.
 
     optimizer: "sgd" (with `momentum`), "adam" or "adamw", built with `lr` and `weight_decay` on
@@ -145,8 +161,11 @@ def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum
         built by the caller (anything with zero_grad(), step() and param_groups).
     schedule: None (constant lr) or "cosine": lr·½(1 + cos(π·step/steps)), decaying to 0.
     penalty: optional callable model -> scalar added to the loss (e.g. an L1 penalty).
+    augment: optional callable x_batch -> x_batch applied to every training batch (data
+        augmentation, e.g. normkit.data.random_shift); evaluation sees the data as it is.
     eval_every: evaluate (eval mode) at steps 0, eval_every, 2·eval_every, … and at the end;
-        None: at the end only. eval_train=False skips the training-set accuracy.
+        None: at the end only. eval_train=False skips the training-set accuracy. With a
+        validation set (data.x_val) its accuracy is recorded too (history.val_acc, best_val_step).
     watch: names of submodules (as in model.named_modules()) whose outputs on the test set to summarise.
     callback(model, x_batch, y_batch): called every `callback_every` steps before the update;
         what it returns is appended to history.extra.
@@ -177,6 +196,8 @@ def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum
             _evaluate(hist, step, model, data, watched, eval_train, loss_fn)
         idx = next(order)
         xb, yb = data.x_train[idx], data.y_train[idx]
+        if augment is not None:
+            xb = augment(xb)
         if callback is not None and step % callback_every == 0:
             hist.extra.append(callback(model, xb, yb))
         loss = loss_fn(model(xb), yb)

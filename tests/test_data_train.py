@@ -286,3 +286,63 @@ def test_cnn_shapes(norm):
     assert all((c.bias is None) == (norm is not None) for c in convs)
     norms = [m for m in model if type(m).__module__ == "normkit.layers"]
     assert len(norms) == (0 if norm is None else 2)
+
+
+def test_digits_validation_set_is_held_out_and_leaves_train_and_test_alone():
+    base, with_val = digits(n_train=100), digits(n_train=100, val_size=300)
+    assert base.x_val is None and "val" not in repr(base)
+    assert torch.equal(base.x_train, with_val.x_train) and torch.equal(base.x_test, with_val.x_test)
+    assert with_val.x_val.shape == (300, 64) and with_val.y_val.shape == (300,)
+    rows = {tuple(r.tolist()) for r in torch.cat([with_val.x_train, with_val.x_test])}
+    assert not any(tuple(r.tolist()) in rows for r in with_val.x_val[:50]), "validation images reused"
+    with pytest.raises(ValueError, match="n_train=1300"):
+        digits(n_train=1300, val_size=1)
+    with pytest.raises(ValueError, match="val_size"):
+        digits(val_size=-1)
+
+
+def test_random_shift_moves_whole_images_by_at_most_max_shift():
+    torch.manual_seed(0)
+    x = torch.zeros(200, 1, 8, 8)
+    x[:, 0, 3, 4] = 1.0                                   # one lit pixel at (3, 4)
+    out = nk.data.random_shift(x, max_shift=2)
+    assert out.shape == x.shape and torch.equal(out.sum((1, 2, 3)), torch.ones(200))   # moved, not lost
+    rows, cols = out[:, 0].nonzero()[:, 1], out[:, 0].nonzero()[:, 2]
+    assert set((rows - 3).tolist()) == set(range(-2, 3)) == set((cols - 4).tolist())
+    assert nk.data.random_shift(x.reshape(200, 64), 0).equal(x.reshape(200, 64))     # flat input, no shift
+    edge = torch.zeros(1, 64)
+    edge[0, 0] = 1.0
+    assert nk.data.random_shift(edge.expand(500, 64), 1).sum() < 500        # pushed out: zero fill
+    with pytest.raises(ValueError, match="max_shift"):
+        nk.data.random_shift(x, max_shift=8)
+
+
+def test_fit_augments_training_batches_only_and_records_validation(small_digits):
+    split = digits(n_train=64, val_size=100)
+    seen = []
+
+    def augment(xb):
+        seen.append(xb.shape)
+        return xb.flip(1)
+    h = nk.train.fit(nk.models.mlp([64, 16, 10]), split, steps=12, batch_size=16, lr=0.1, eval_every=4,
+                     augment=augment)
+    assert seen == [(16, 64)] * 12
+    assert len(h.val_acc) == len(h.test_acc) == len(h.eval_steps) == 4
+    assert h.best_val_step == h.eval_steps[max(range(4), key=h.val_acc.__getitem__)]
+    assert h.test_acc_at_best_val == h.test_acc[h.eval_steps.index(h.best_val_step)]
+    with pytest.raises(ValueError, match="x_val"):
+        nk.train.fit(nk.models.mlp([64, 10]), small_digits, steps=2, batch_size=8, eval_every=1).best_val_step
+
+
+def test_overfitting_setup_is_the_documented_one():
+    """The set-up 01 and 11 share: 200 digits with 30 % wrong labels, 300 validation, 497 test."""
+    from normkit import overfitting
+    split = overfitting.split()
+    assert (len(split.x_train), len(split.x_val), len(split.x_test)) == (200, 300, 497)
+    clean = digits(n_train=200, val_size=300)
+    assert (split.y_train != clean.y_train).float().mean().item() == pytest.approx(0.3)
+    net = overfitting.build(dropout=0.5, norm="batch", input_noise=0.2)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["GaussianNoise", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
+    h = overfitting.run(weight_decay=1.0, max_shift=1, steps=20)
+    assert h.eval_steps == [0, 10, 20] and len(h.val_acc) == 3

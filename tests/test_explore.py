@@ -351,3 +351,29 @@ def test_a_title_under_a_legend_outside_the_axes_is_not_animated_alone(shown, ev
         panel.controls["k"].value = k
         assert np.array_equal(_pixels(panel.image.value), _full_render(fig)), f"k={k}"
     assert legend.get_animated()
+
+
+KERNEL_PANEL = """
+import asyncio, time
+import ipywidgets as widgets, matplotlib.pyplot as plt
+from normkit import explore
+fig, ax = plt.subplots(figsize=(4, 2))
+line, = ax.plot([0, 1], [0, 0])
+t0 = time.perf_counter()
+panel = explore.interact(fig, lambda a: line.set_ydata([0, a]), a=widgets.IntSlider(value=0, min=0, max=20))
+built_ms = 1e3 * (time.perf_counter() - t0)
+"""
+
+
+def test_frames_are_drawn_while_the_kernel_is_idle_not_during_run_all():
+    """In a kernel the panel draws its default and one step per slider when built; the other 19
+    frames wait until no cell has run for IDLE_S, then come one per turn of the event loop."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    cells = [KERNEL_PANEL, "print(panel.precomputed)", "await asyncio.sleep(3)",
+             "print(panel.precomputed, panel._pending)"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    out = [("".join(o.get("text", "") for o in c.outputs)).strip() for c in nb.cells]
+    assert out[1] == "2", "built with more than the default and one step: Run All waited for frames"
+    assert out[3] == "21 []", "the idle kernel did not draw the pending frames"
