@@ -88,7 +88,7 @@ def test_normkit_does_not_call_the_torch_reference():
 
 # ----------------------------------------------------------------------------- where code lives
 LIBRARY = {"functional", "layers", "manual", "regularize", "optim", "distributed", "validate"}
-INFRASTRUCTURE = {"data", "models", "train", "explore", "check"}
+INFRASTRUCTURE = {"data", "models", "train", "explore", "check", "overfitting"}
 LESSONS = sorted((ROOT / "normkit" / "lessons").glob("l[0-9][0-9]_*.py"))
 
 
