@@ -30,7 +30,8 @@ NOTEBOOK_TARGET_S, SERIES_TARGET_S = 10.0, 60.0
 def cold_run(path):
     """Seconds from kernel launch to the last cell's end, and the seconds spent in cells."""
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     total = time.perf_counter() - start
@@ -43,7 +44,8 @@ def _cell_seconds(cell):
     if "iopub.execute_input" not in t or "shell.execute_reply" not in t:
         return 0.0
     parse = datetime.datetime.fromisoformat
-    return (parse(t["shell.execute_reply"].rstrip("Z")) - parse(t["iopub.execute_input"].rstrip("Z"))).total_seconds()
+    end, start = (parse(t[k].rstrip("Z")) for k in ("shell.execute_reply", "iopub.execute_input"))
+    return (end - start).total_seconds()
 
 
 def main():
@@ -63,7 +65,8 @@ def main():
         print(f"{path.name:45s} cold {total:5.1f} s  (cells {cells:4.1f} s)  runs {rows[-1]['runs_s']}", flush=True)
     series = sum(r["cold_s"] for r in rows)
     print(f"{'series':45s} cold {series:5.1f} s")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     meta = {"commit": commit, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
             "load_average": [round(x, 2) for x in os.getloadavg()], "repeats": args.repeats,
@@ -76,8 +79,8 @@ def main():
                  f"{args.repeats} runs. Clock: kernel launch to the last cell (nbclient), so kernel start and "
                  f"`import torch` count. Targets: each notebook ≤ {NOTEBOOK_TARGET_S:.0f} s, series ≤ {SERIES_TARGET_S:.0f} s.", "",
                  "| notebook | cold (s) | in cells (s) | meets ≤ 10 s |", "|---|---:|---:|:---:|"]
-        lines += [f"| {r['notebook']} | {r['cold_s']:.1f} | {r['cells_s']:.1f} | {'yes' if r['cold_s'] <= NOTEBOOK_TARGET_S else 'NO'} |"
-                  for r in rows]
+        lines += [f"| {r['notebook']} | {r['cold_s']:.1f} | {r['cells_s']:.1f} | "
+                  f"{'yes' if r['cold_s'] <= NOTEBOOK_TARGET_S else 'NO'} |" for r in rows]
         lines += [f"| **series** | **{series:.1f}** | {sum(r['cells_s'] for r in rows):.1f} | "
                   f"{'yes' if series <= SERIES_TARGET_S else 'NO'} |", ""]
         (OUT / "notebooks.md").write_text("\n".join(lines))

@@ -11,7 +11,8 @@ import torch
 
 from .validate import check_int, check_range
 
-__all__ = ["PIXELS", "CLASSES", "Split", "digits", "random_shift", "seed_loss", "seed_loss_minimum", "Quadratic2D", "covariate_shift"]
+__all__ = ["PIXELS", "CLASSES", "Split", "digits", "random_shift", "seed_loss", "seed_loss_minimum", "Quadratic2D",
+           "covariate_shift"]
 
 PIXELS, CLASSES = 64, 10      # the digits: 8×8 images, 10 classes (an MLP on them is [PIXELS, …, CLASSES])
 
