@@ -77,7 +77,8 @@ def main():
         lines = [f"# Notebook run time from a cold kernel (commit {commit})", "",
                  f"{meta['date']}, {meta['machine']}, load average {meta['load_average']}, median of "
                  f"{args.repeats} runs. Clock: kernel launch to the last cell (nbclient), so kernel start and "
-                 f"`import torch` count. Targets: each notebook ≤ {NOTEBOOK_TARGET_S:.0f} s, series ≤ {SERIES_TARGET_S:.0f} s.", "",
+                 f"`import torch` count. Targets: each notebook ≤ {NOTEBOOK_TARGET_S:.0f} s, "
+                 f"series ≤ {SERIES_TARGET_S:.0f} s.", "",
                  "| notebook | cold (s) | in cells (s) | meets ≤ 10 s |", "|---|---:|---:|:---:|"]
         lines += [f"| {r['notebook']} | {r['cold_s']:.1f} | {r['cells_s']:.1f} | "
                   f"{'yes' if r['cold_s'] <= NOTEBOOK_TARGET_S else 'NO'} |" for r in rows]
