@@ -424,7 +424,10 @@ class _IdleDrawer:
         while self.queue and not self.queue[0]._pending:
             self.queue.pop(0)
         if self.queue:
-            self.queue[0].draw_next()
+            try:
+                self.queue[0].draw_next()
+            except Exception:                   # update() failed: the student sees it on moving there
+                self.queue.pop(0)
             self.loop.call_later(0.005, self.tick)  # let a waiting message in between two frames
         else:
             self.scheduled = False
