@@ -31,8 +31,8 @@ ASSETS = ("reveal.js", "mathjax")          # folders of HERE copied to <out>/ass
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 SLIDE = {"width": 1280, "height": 720}     # a slide fits a 1280×720 screen (the browser tests check it)
 
-# A reference the browser would fetch (not a link in text or a comment in CSS).
-REMOTE = re.compile(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//|@import\s+(?:url\()?["']?(?:https?:)?//|"""
+# A reference the browser would fetch (not a link the reader clicks, <a href>, nor a comment in CSS).
+REMOTE = re.compile(r"""(?:\bsrc|<link\b[^>]*\bhref)\s*=\s*["']?(?:https?:)?//|@import\s+(?:url\()?["']?(?:https?:)?//|"""
                     r"""url\(\s*["']?(?:https?:)?//|\bimport\s[^;]*?from\s*["'](?:https?:)?//""", re.I)
 
 
