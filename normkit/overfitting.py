@@ -13,6 +13,7 @@ so the test accuracy stays an honest estimate.
 """
 from functools import lru_cache
 
+import torch
 from torch import nn
 
 from . import data, layers, models, train
@@ -42,8 +43,11 @@ def run(weight_decay=0.0, dropout=0.0, norm=None, input_noise=0.0, max_shift=0, 
         data_seed=0):
     """Train build(dropout, norm, input_noise) with AdamW (decoupled weight decay `weight_decay`) on
     split(data_seed), the training images shifted by up to `max_shift` pixels (data augmentation).
+    `seed` fixes the initial weights, the batch order, the dropout masks, the noise and the shifts:
+    the same arguments give the same History whatever ran before.
     Returns the train.History: train/val/test accuracy every EVAL_EVERY steps."""
     augment = (lambda x: data.random_shift(x, max_shift)) if max_shift else None
+    torch.manual_seed(seed)                    # the initial weights (train.fit seeds the rest)
     model = build(dropout, norm, input_noise)
     return train.fit(model, split(data_seed), steps=steps, batch_size=BATCH_SIZE, lr=LR, optimizer="adamw",
                      weight_decay=weight_decay, augment=augment, eval_every=EVAL_EVERY, seed=seed)
