@@ -6,7 +6,9 @@
   PyTorch's with m = 1 − momentum; `ema_steps_to_forget`: how long the initial value still weighs;
 - `prediction_by_company`: what a forgotten `model.eval()` does (one input's prediction in
   different batches, training vs eval mode);
-- `placement_experiment`: batch norm before vs after the activation, trained with `train.fit`;
+- `batch_norm_of_one`: what the training formula does to a batch of one example;
+- `placement_experiment`: batch norm before vs after the activation, several seeds trained at once
+  (`MLPStack`, `StackedLinear`, `stack_loss`) through `train.fit`, with the share of dead units;
 - the exercise checkers `check_running_mean`, `check_running_var`, `check_bn_inference`.
 """
 import copy
@@ -15,12 +17,15 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+from torch.nn.functional import cross_entropy
 
 from .. import check, layers, models, train
 from ..validate import check_int, check_range
 
 __all__ = ["RunningTrace", "running_stats_trace", "keras_moving_average", "ema_steps_to_forget",
-           "prediction_by_company", "placement_experiment",
+           "prediction_by_company", "batch_norm_of_one", "StackedLinear", "MLPStack", "stack_loss",
+           "placement_experiment",
            "check_running_mean", "check_running_var", "check_bn_inference"]
 
 
@@ -106,23 +111,131 @@ def prediction_by_company(model, x0, label, companions):
     return out[True], out[False]
 
 
+# ----------------------------------------------------------------------------- a batch of one
+def batch_norm_of_one(x, gamma, beta, eps=1e-5):
+    """Batch norm's training formula applied by hand to a batch of ONE example (normkit and torch refuse it).
+
+    x: (1, C). Returns (σ²_B, y, ∂L/∂x) with L = Σ y·w for a fixed random w: σ²_B = 0, so the
+    denominator is √ε, not 0; y = β whatever x is; and no gradient reaches x.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    var = x.var(0, correction=0)
+    y = gamma * (x - x.mean(0)) / torch.sqrt(var + eps) + beta
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=y.dtype)
+    (grad,) = torch.autograd.grad((y * w).sum(), x)
+    return var.detach(), y.detach(), grad
+
+
 # ----------------------------------------------------------------------------- BN before or after the activation
+class StackedLinear(nn.Module):
+    """K Linear layers of one shape as one batched product: (N, K, in) -> (N, K, out)."""
+
+    def __init__(self, linears):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))     # (K, out, in)
+        self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in linears]))        # (K, out)
+                     if linears[0].bias is not None else None)
+
+    def forward(self, x):
+        y = torch.einsum("nki,koi->nko", x, self.weight)
+        return y if self.bias is None else y + self.bias
+
+
+class MLPStack(nn.Module):
+    """K networks of one `models.mlp` architecture trained as one: one forward pass for all members.
+
+    Each Linear becomes one batched product over the members (`StackedLinear`); each BatchNorm1d
+    becomes one BatchNorm1d over the K·width features (batch norm treats every feature on its own,
+    so the members do not mix); activations are elementwise. Input (N, inputs) is shared by all
+    members, (N, K, inputs) gives member k the examples [:, k]. Output: (N, classes, K) logits. With
+    `stack_loss` each member's gradient is the one it would get trained alone, and so is its SGD
+    step, up to rounding.
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        self.k = len(members)
+        self.layers = nn.ModuleList()
+        for mods in zip(*members):
+            if isinstance(mods[0], nn.Linear):
+                self.layers.append(StackedLinear(mods))
+            elif isinstance(mods[0], layers.BatchNorm1d):
+                bn = layers.BatchNorm1d(self.k * mods[0].num_features, mods[0].eps, mods[0].momentum)
+                with torch.no_grad():
+                    for name in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(bn, name).copy_(torch.cat([getattr(m, name) for m in mods]))
+                self.layers.append(bn)
+            else:
+                self.layers.append(mods[0])             # an activation: elementwise, no parameters
+
+    def forward(self, x, activations=None):
+        """(N, classes, K) logits; every activation's output (N, K, width) is appended to `activations`."""
+        if x.dim() == 2:                                # the same examples for every member
+            x = x.unsqueeze(1).expand(-1, self.k, -1)
+        for layer in self.layers:
+            if isinstance(layer, layers.BatchNorm1d):
+                x = layer(x.reshape(len(x), -1)).view_as(x)
+            else:
+                x = layer(x)
+                if activations is not None and not isinstance(layer, StackedLinear):
+                    activations.append(x)
+        return x.transpose(1, 2)
+
+
+def stack_loss(logits, y):
+    """Sum over the members of each member's mean cross-entropy. logits (N, classes, K); y (N, K), or
+    (N,) / (N, 1) when every member has the same labels."""
+    return cross_entropy(logits, y.view(len(y), -1).expand(-1, logits.shape[2]), reduction="none").mean(0).sum()
+
+
 def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activation="relu",
                          steps=100, batch_size=32, lr=0.1):
     """Train the same MLP with BN before and with BN after the activation, once per seed.
 
     Before (Ioffe & Szegedy; seed 004): Linear(no bias) → BN → act. After (seed 000):
-    Linear → act → BN. Returns {"before": [test accuracy per seed], "after": [...]}.
+    Linear → act → BN. A seed fixes a member's initial weights (the same for both placements) and
+    its order of the training examples. All members of a placement train at once (`MLPStack`,
+    through `train.fit`). Returns {"before": [test accuracy per seed], "after": [...],
+    "dead_before": [...], "dead_after": [...]}: dead = the fraction of hidden units whose
+    activation is 0 on every training example.
     """
-    out = {"before": [], "after": []}
-    for seed in seeds:
-        for name, after in (("before", False), ("after", True)):
+    n = len(data.x_train)
+    order = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    # member k's i-th training example is x_train[order[k, i]]: the members see their own batches
+    own = type(data)(data.x_train[order].transpose(0, 1), data.y_train[order].t(),
+                     data.x_test, data.y_test.view(-1, 1))
+    out = {}
+    for name, after in (("before", False), ("after", True)):
+        members = []
+        for seed in seeds:
             torch.manual_seed(seed)
-            model = models.mlp(list(sizes), activation, norm="batch", norm_after_activation=after)
-            hist = train.fit(model, data, steps=steps, batch_size=batch_size, lr=lr, eval_every=steps,
-                             seed=seed)
-            out[name].append(hist.final_test_acc)
+            members.append(models.mlp(list(sizes), activation, norm="batch", norm_after_activation=after))
+        stack = MLPStack(members)
+        # fit's own test accuracy (labels as a column) is the members' mean; each member's is below
+        train.fit(stack, own, steps=steps, batch_size=batch_size, lr=lr, eval_every=None, eval_train=False,
+                  seed=seeds[0], loss_fn=stack_loss)
+        out[name] = _accuracies(stack, data)
+        out[f"dead_{name}"] = _dead_units(stack, data.x_train)
     return out
+
+
+@torch.no_grad()
+def _accuracies(stack, data):
+    """Each member's test accuracy (eval mode)."""
+    stack.eval()
+    right = stack(data.x_test).argmax(1) == data.y_test.view(-1, 1)
+    stack.train()
+    return right.double().mean(0).tolist()
+
+
+@torch.no_grad()
+def _dead_units(stack, x):
+    """Each member's fraction of hidden units whose activation is 0 on every example of x (eval mode)."""
+    stack.eval()
+    acts = []
+    stack(x, acts)
+    stack.train()
+    return torch.cat([(a == 0).all(0) for a in acts], 1).double().mean(1).tolist()
 
 
 # ----------------------------------------------------------------------------- exercise checkers

@@ -4,11 +4,13 @@
     GhostBatchNorm2d(16, ghost_size=2)            # batch statistics over B images of a larger batch
     ghost_cnn(ghost_size)                         # normkit.models.cnn("batch") with ghost batch norm
     train_cnn("batch", 2, data)                   # one run through normkit.train.fit -> train.History
+    CNNStack(members), stack_loss                 # several such CNNs trained as one (one forward pass)
     batch_size_sweep(...)                         # Wu & He 2018 in miniature: BN vs GN vs images per batch
     NormRNN(8, 32, norm="layer")                  # a recurrent net with layer norm (Ba et al. 2016)
     batch_dependence(model, sample, others_a, others_b)
     photo(), restyle(img, contrast, brightness)   # an image and a change of its "style"
     time_forward_backward(fn, x)                  # milliseconds per forward + backward
+    autograd_nodes(y)                             # the backward operations autograd recorded for y
 
 and the exercise checkers `check_norm_dims`, `check_group_norm`, `check_rms_norm`.
 """
@@ -21,9 +23,9 @@ from torch import nn
 from .. import check, functional, layers, models, train
 from ..validate import check_groups, check_int, check_range
 
-__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn",
+__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn", "CNNStack", "stack_loss",
            "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
-           "time_forward_backward", "check_norm_dims", "check_group_norm", "check_rms_norm"]
+           "time_forward_backward", "autograd_nodes", "check_norm_dims", "check_group_norm", "check_rms_norm"]
 
 METHODS = ("batch", "layer", "instance", "group")
 
@@ -131,10 +133,99 @@ def train_cnn(norm, images_per_batch, data, steps=200, batch_size=32, lr=0.01, g
                      schedule="cosine", eval_every=eval_every, eval_train=False, seed=seed)
 
 
-def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), **kwargs):
-    """{("batch" | "group", images per batch): train.History}: BN at every size, GN once (it is the same at all)."""
-    runs = {("batch", b): train_cnn("batch", b, data, **kwargs) for b in sizes}
-    gn = train_cnn("group", max(sizes), data, **kwargs)
+class CNNStack(nn.Module):
+    """Several `models.cnn` networks trained as one: one forward pass, the members stay independent.
+
+    members: networks shaped like models.cnn(norm, channels) with a norm (batch, ghost batch or
+    group norm: any module per channel block). Every member sees the same images, so the members'
+    first convolutions are one convolution with K·c output channels and their second convolutions
+    one grouped convolution (groups=K); each member's norm layers see only its own channels; the
+    classifiers are one batched product. forward returns (N, classes, K) logits; `stack_loss` sums
+    the members' mean cross-entropies, so each member's gradient, and its Adam update (elementwise),
+    is the one it would get trained alone on the same batches, up to rounding. `member(k)` gives
+    member k back as a plain models.cnn network.
+    """
+
+    def __init__(self, members):
+        super().__init__()
+        self.k = len(members)
+        self.conv1 = nn.Parameter(torch.cat([m[0].weight.detach() for m in members]))
+        self.conv2 = nn.Parameter(torch.cat([m[3].weight.detach() for m in members]))
+        self.norm1 = nn.ModuleList(m[1] for m in members)
+        self.norm2 = nn.ModuleList(m[4] for m in members)
+        self.fc_weight = nn.Parameter(torch.stack([m[-1].weight.detach() for m in members]))
+        self.fc_bias = nn.Parameter(torch.stack([m[-1].bias.detach() for m in members]))
+
+    def forward(self, x):
+        h = nn.functional.conv2d(x, self.conv1, padding=1)
+        h = torch.cat([norm(part) for norm, part in zip(self.norm1, h.chunk(self.k, 1))], 1).relu()
+        h = nn.functional.conv2d(h, self.conv2, stride=2, padding=1, groups=self.k)
+        h = torch.cat([norm(part) for norm, part in zip(self.norm2, h.chunk(self.k, 1))], 1).relu()
+        h = h.mean((2, 3)).view(len(x), self.k, -1)                        # (N, K, 2c): pooled
+        return torch.einsum("nkc,koc->nok", h, self.fc_weight) + self.fc_bias.t()
+
+    def member(self, k):
+        """Member k as a standalone models.cnn-shaped network (weights copied, norm layers shared)."""
+        c = self.conv1.shape[0] // self.k
+        conv1 = nn.Conv2d(1, c, 3, padding=1, bias=False)
+        conv2 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=False)
+        fc = nn.Linear(2 * c, self.fc_weight.shape[1])
+        with torch.no_grad():
+            conv1.weight.copy_(self.conv1[k * c:(k + 1) * c])
+            conv2.weight.copy_(self.conv2[2 * k * c:2 * (k + 1) * c])
+            fc.weight.copy_(self.fc_weight[k])
+            fc.bias.copy_(self.fc_bias[k])
+        return nn.Sequential(conv1, self.norm1[k], nn.ReLU(), conv2, self.norm2[k], nn.ReLU(),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc)
+
+    @torch.no_grad()
+    def test_error(self, data):
+        """Each member's test error in % (eval mode), as a list."""
+        was_training = self.training
+        self.eval()
+        right = self(data.x_test).argmax(1) == data.y_test.view(-1, 1)
+        self.train(was_training)
+        return (100.0 * (1.0 - right.double().mean(0))).tolist()
+
+
+def stack_loss(logits, y):
+    """Sum over the members of each member's mean cross-entropy: logits (N, classes, K), y (N,) or (N, 1)."""
+    per_example = nn.functional.cross_entropy(logits, y.view(-1, 1).expand(-1, logits.shape[2]), reduction="none")
+    return per_example.mean(0).sum()
+
+
+def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), steps=150, batch_size=32, lr=0.01, groups=4,
+                     channels=16, eval_every=25, seed=0):
+    """Wu & He 2018 in miniature: {("batch" | "group", images per batch): train.History}.
+
+    One `CNNStack` holds a CNN with ghost batch norm for every size in `sizes` and one with group
+    norm (which never looks across images, so one run serves every size), all from the same
+    initial weights as `train_cnn` would make; it trains once through `train.fit` (Adam, cosine
+    decay, the same batches as `train_cnn`). Each History has the member's test_acc at eval_steps
+    and the member as `model`.
+    """
+    if any(not isinstance(b, int) or b < 1 or batch_size % b for b in sizes):
+        raise ValueError(f"sizes={sizes!r}: expected positive divisors of batch_size={batch_size}")
+    members = []
+    for b in sizes:
+        torch.manual_seed(seed)                 # the initial weights of train_cnn("batch", b)
+        members.append(ghost_cnn(b, channels))
+    torch.manual_seed(seed)
+    members.append(models.cnn("group", channels=channels, groups=groups))
+    stack = CNNStack(members)
+    errors = []
+    # fit's own evaluation compares argmax over classes with the labels: as a column, they broadcast
+    # over the members (its test_acc is then their mean); each member's error is recorded here.
+    column = type(data)(data.x_train, data.y_train, data.x_test, data.y_test.view(-1, 1))
+    train.fit(stack, column, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam", schedule="cosine",
+              eval_every=None, eval_train=False, callback=lambda model, xb, yb: errors.append(stack.test_error(data)),
+              callback_every=eval_every, seed=seed, loss_fn=stack_loss)
+    errors.append(stack.test_error(data))
+    eval_steps = list(range(0, steps, eval_every)) + [steps]
+    names = [("batch", b) for b in sizes] + ["group"]
+    runs = {name: train.History(eval_steps=eval_steps, test_acc=[1.0 - e[k] / 100.0 for e in errors],
+                                model=stack.member(k)) for k, name in enumerate(names)}
+    gn = runs.pop("group")
     runs.update({("group", b): gn for b in sizes})
     return runs
 
@@ -225,6 +316,23 @@ def time_forward_backward(fn, x, repeat=30):
             times.append(1e3 * (time.perf_counter() - t0))
         x.grad = None
     return float(np.median(times))
+
+
+def autograd_nodes(output):
+    """Names of the backward operations autograd recorded for `output`, from the output back to the inputs.
+
+    One name such as NativeLayerNormBackward0 means one fused kernel; a chain of MulBackward0,
+    PowBackward0, … means one pass over the tensor per operation, forward and backward.
+    """
+    names, seen, todo = [], set(), [output.grad_fn]
+    while todo:
+        node = todo.pop(0)
+        if node is None or node in seen or type(node).__name__ == "AccumulateGrad":
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        todo += [nxt for nxt, _ in node.next_functions]
+    return names
 
 
 # ----------------------------------------------------------------------------- exercise checkers
