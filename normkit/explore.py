@@ -283,26 +283,26 @@ class Panel:
         return self._redrawer.png(fast=True)
 
     def _precompute(self):
-        """Frames to draw ahead, nearest to the slider defaults first: every combination of values
-        when there are few (at most PRECOMPUTE), otherwise none. One step of each slider from its
-        default is drawn now, whatever the count: what update() changes with each slider (a title
-        that did not change in the rehearsal) is then animated already, and the first arrow key
-        press finds its frame. Returns the combinations left to draw."""
+        """The frames to draw ahead, in order: one step of each slider from its default (what update()
+        changes with each slider, a title the rehearsal did not change, gets animated, and the first
+        arrow key press finds its frame), then, when there are few combinations of values (at most
+        PRECOMPUTE), all of them, nearest to the defaults first. Returns them (none drawn yet)."""
         grids = [_range(w) for w in self.controls.values()]
         if PRECOMPUTE <= 0:                 # turned off
             return []
         here = [values.index(w.value) if w.value in values else -1
                 for values, w in zip(grids, self.controls.values())]
+        steps = []
         for i, values in enumerate(grids):
             if here[i] >= 0 and len(values) > 1:
                 step = values[here[i] + 1] if here[i] + 1 < len(values) else values[here[i] - 1]
-                self._draw_ahead(self._key()[:i] + (step,) + self._key()[i + 1:])
-        self.update(**self.values)          # the figure's artists show the values on screen again
+                steps.append(self._key()[:i] + (step,) + self._key()[i + 1:])
         if not (all(grids) and math.prod(map(len, grids)) <= PRECOMPUTE):
-            return []
+            return steps
         combos = itertools.product(*(range(len(v)) for v in grids))
         nearest = sorted(combos, key=lambda ix: sum(abs(a - max(b, 0)) for a, b in zip(ix, here)))
-        return [c for c in (tuple(v[i] for v, i in zip(grids, ix)) for ix in nearest) if c not in self._frames]
+        rest = [tuple(v[i] for v, i in zip(grids, ix)) for ix in nearest]
+        return list(dict.fromkeys(c for c in steps + rest if c not in self._frames))
 
     def _draw_ahead(self, combo):
         if combo not in self._frames:

@@ -366,7 +366,7 @@ built_ms = 1e3 * (time.perf_counter() - t0)
 
 
 def test_frames_are_drawn_while_the_kernel_is_idle_not_during_run_all():
-    """In a kernel the panel draws its default and one step per slider when built; the other 19
+    """In a kernel the panel draws only its default frame when built; the other 20
     frames wait until no cell has run for IDLE_S, then come one per turn of the event loop."""
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
@@ -375,5 +375,5 @@ def test_frames_are_drawn_while_the_kernel_is_idle_not_during_run_all():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     NotebookClient(nb, kernel_name="python3", timeout=120).execute()
     out = [("".join(o.get("text", "") for o in c.outputs)).strip() for c in nb.cells]
-    assert out[1] == "2", "built with more than the default and one step: Run All waited for frames"
+    assert out[1] == "1", "built with more than the default frame: Run All waited for frames"
     assert out[3] == "21 []", "the idle kernel did not draw the pending frames"
