@@ -35,15 +35,17 @@ def test_ridge_matches_sklearn_with_alpha_n_lambda():
 def test_input_noise_training_lands_on_ridge_and_weight_noise_on_ols():
     x, y, _ = lesson.regression()
     sig = [0.0, 0.5, 1.0]
-    w, _ = lesson.train_linear_with_noise(x, y, sig, where="input", steps=3000)
+    w, _ = lesson.train_linear_with_noise(x, y, sig, where="input")
     ridge_w, _ = lesson.ridge(x, y, torch.tensor(sig) ** 2)
     assert (w - ridge_w).abs().max() < 0.03
     lam = lesson.fit_lambda(x, y, w[1:])
     torch.testing.assert_close(lam, torch.tensor([0.25, 1.0], dtype=torch.float64), rtol=0.1, atol=0)
-    ww, _ = lesson.train_linear_with_noise(x, y, [0.5], where="weight", steps=3000)
+    ww, _ = lesson.train_linear_with_noise(x, y, [0.5], where="weight")
     assert (ww[0] - lesson.ridge(x, y, 0.0)[0]).abs().max() < 0.03
     with pytest.raises(ValueError, match="where"):
         lesson.train_linear_with_noise(x, y, sig, where="output")
+    with pytest.raises(ValueError, match="copies"):
+        lesson.train_linear_with_noise(x, y, sig, copies=0)
 
 
 def test_fit_lambda_recovers_exact_ridge():
@@ -97,6 +99,14 @@ def test_spread_is_std_for_gaussian():
     assert lesson.spread(v) == pytest.approx(2.0, rel=0.02)
 
 
+def test_one_epoch_counts_steps_and_refuses_bad_sizes():
+    rows = lesson.one_epoch([650, 1300], epochs=2)
+    assert [r["steps"] for r in rows] == [4, 2]
+    assert all(0 <= r["test_acc"] <= 1 and r["seconds"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="batch_size"):
+        lesson.one_epoch([1])
+
+
 def test_tiny_net_is_deterministic():
     a = lesson.tiny_net(steps=50)[1]
     b = lesson.tiny_net(steps=50)[1]
@@ -111,8 +121,10 @@ def _bn_terms_ref(z, mu, sigma):
 
 
 @pytest.mark.parametrize("checker, good, bad", [
-    (lesson.check_noisy_mse, lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + s**2 * (w * w).sum(),
-     lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + 0.5 * s**2 * (w * w).sum()),
+    (lesson.check_noisy_mse, lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + (s**2 * w * w).sum(),
+     lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + 0.5 * (s**2 * w * w).sum()),
+    (lesson.check_noisy_mse, lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + (s**2 * w * w).sum(),
+     lambda w, b, x, y, s: ((y - x @ w - b) ** 2).mean() + (s**2).mean() * (w * w).sum()),     # isotropic
     (lesson.check_bn_noise, _bn_terms_ref, lambda z, mu, sigma: (1.0, 0.0)),
 ])
 def test_checkers_pass_and_fail(checker, good, bad, capsys):
@@ -141,3 +153,26 @@ def test_claim_input_noise_is_ridge_and_weight_noise_is_not():
     loss_fn, theta = lesson.tiny_net()
     measured, predicted = lesson.weight_noise_penalty(loss_fn, theta, [0.003, 0.01])
     torch.testing.assert_close(torch.as_tensor(measured), torch.as_tensor(predicted), rtol=0.03, atol=0)
+
+
+def test_claim_batch_norm_noise_falls_like_one_over_sqrt_m():
+    """Notebook 08's BN-noise slide: both noise terms shrink like 1/√m (a 16× larger batch, about 4×
+    less spread), and a batch of 2 comes out as ±1 whatever its values."""
+    digits = nk.data.digits()
+    z = digits.x_train @ torch.randn(64, generator=torch.Generator().manual_seed(0))
+    spr = {m: [lesson.spread(v) for v in lesson.bn_noise(z, m)] for m in (8, 128)}
+    for k in (0, 1):
+        assert 3.2 < spr[8][k] / spr[128][k] < 5.5                 # √16 = 4; measured 5.2, 4.9
+    pair = nk.functional.batch_norm(z[:2, None], None, None, training=True).flatten()
+    torch.testing.assert_close(pair.abs(), torch.ones(2), rtol=1e-4, atol=0)
+
+
+def test_claim_a_larger_batch_takes_fewer_steps_per_epoch_and_learns_less_per_epoch():
+    """Notebook 08's seed-004 box: one epoch of 1,300 images is 130 / 26 / 5 steps at B = 10 / 50 / 260;
+    the epoch takes less time at B = 260 than at B = 10, and at the same learning rate the test accuracy after it
+    falls from above 90 % to below 50 %."""
+    rows = lesson.one_epoch([10, 50, 260])
+    assert [r["steps"] for r in rows] == [130, 26, 5]
+    acc = [r["test_acc"] for r in rows]
+    assert acc[0] > 0.9 and acc[0] > acc[1] > acc[2] and acc[2] < 0.5      # 0.93, 0.87, 0.28
+    assert rows[2]["seconds"] < rows[0]["seconds"]          # 5 steps vs 130: robust even on a busy machine

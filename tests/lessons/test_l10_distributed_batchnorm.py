@@ -88,19 +88,18 @@ def test_checker_sync_input_grad(capsys):
 
 # ----------------------------------------------------------------------------- claims of notebook 10
 def test_claim_per_replica_bn_fails_at_small_batches_and_sync_bn_does_not():
-    """'At 2 samples per replica, per-replica BN barely trains (35–46 % test accuracy, against 86 %
-    for SyncBN); at 3 it still trails synchronised BN by about 14 points; from 4 samples per replica
-    on, the two are within about 3 points.' (mean of the last three evaluations)"""
+    """'At 2 samples per replica, per-replica BN barely trains (31–41 % test accuracy, against 88 %
+    for SyncBN); at 3 it still trails synchronised BN by about 13 points; from 4 samples per replica
+    on, the two are within about 4 points.' (100 steps, mean of the last three evaluations)"""
     final = {}
     for mode in ("per-replica", "sync"):
         for b in (2, 3, 4, 8, 16):
             acc = lesson.train_data_parallel(mode, 4, b).test_acc
             final[mode, b] = sum(acc[-3:]) / 3
     gap = {b: final["sync", b] - final["per-replica", b] for b in (2, 3, 4, 8, 16)}
-    assert final["per-replica", 2] < 0.6 and final["sync", 2] > 0.83       # 0.35–0.46 vs 0.860
-    assert gap[3] > 0.08                                                    # 0.137–0.149
-    assert 0 < gap[4] < 0.04                                                # 0.013–0.025
-    assert abs(gap[8]) < 0.04 and abs(gap[16]) < 0.02                       # 0.032, 0.007
+    assert final["per-replica", 2] < 0.6 and final["sync", 2] > 0.83       # 0.31–0.41 vs 0.879
+    assert gap[3] > 0.08                                                    # 0.127–0.131
+    assert all(abs(gap[b]) < 0.05 for b in (4, 8, 16))                      # 0.036, 0.021, −0.013
     assert min(final["sync", b] for b in (2, 3, 4, 8, 16)) > 0.83
 
 
@@ -121,3 +120,13 @@ def test_claim_float32_sums_lose_the_variance_and_centred_replica_sums_keep_it()
     naive, ours = zip(*errors)
     assert naive[0] < 1e-5 and naive[2] > 1e-2 and naive[3] > 1
     assert max(ours) < 1e-3
+
+
+def test_launch_in_background_returns_the_ranks_results():
+    """The notebook's processes, started without blocking: the future yields launch's per-rank list."""
+    x = randn(4, 3, dtype=torch.float64, scale=2.0, offset=1.0)
+    dy = randn(4, 3, dtype=torch.float64)
+    future = lesson.launch_in_background(D.run_each, 2, [(lesson.replica_step, (x, dy, [2, 2]))])
+    ranks = future.result(timeout=120)
+    y = torch.cat([ranks[0][0]["y"], ranks[1][0]["y"]])
+    assert_close(y, nn.functional.batch_norm(x, None, None, training=True))
