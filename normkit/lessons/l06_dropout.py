@@ -5,23 +5,26 @@ module holds what the notebook measures with it:
 
 - `dropout_moments` (train-mode mean and variance relative to eval mode, vs p),
   `dropout_train_variance` (Li et al. 2019's variance shift, in closed form);
-- `compare_dropout` (a run with and a run without dropout, on noisy labels);
+- `StackedMLPs`, `train_grid`, `Grid` (the same MLP with neither, dropout, batch norm or both, on
+  clean and on noisy labels, a few seeds each: every run of the notebook, trained at once);
 - `mc_dropout` / `predictive_spread` / `auroc` (MC dropout uncertainty, Gal & Ghahramani 2016);
 - `variance_shift` (measure the shift on a Dropout → BatchNorm1d pair), `bn_input_variance`,
   `recalibrate_bn` (the shift in a trained network, and its fix);
-- the exercise checkers `check_dropout`, `check_dropout_variance`, `check_predictive_entropy`.
+- the exercise checkers `check_dropout`, `check_dropout_variance`, `check_variation_ratio`.
 """
+from dataclasses import dataclass
+
 import torch
 from torch import nn
+from torch.nn.functional import cross_entropy
 
-from .. import check, layers, models, train
+from .. import check, functional, layers, models, train
 from ..data import CLASSES, PIXELS
-from ..functional import dropout
 from ..validate import check_int, check_range
 
 __all__ = ["dropout_train_variance", "dropout_moments", "variance_shift", "bn_input_variance", "recalibrate_bn",
-           "mc_dropout", "predictive_spread", "auroc", "compare_dropout",
-           "check_dropout", "check_dropout_variance", "check_predictive_entropy"]
+           "mc_dropout", "predictive_spread", "auroc", "VARIANTS", "StackedMLPs", "Grid", "train_grid",
+           "check_dropout", "check_dropout_variance", "check_variation_ratio"]
 
 
 # ----------------------------------------------------------------------------- dropout's moments
@@ -48,7 +51,7 @@ def dropout_moments(x, ps, seed=0):
     mean_ratio, var_ratio = [], []
     for p in ps:
         torch.manual_seed(seed)
-        d = dropout(x, float(p), training=True)
+        d = functional.dropout(x, float(p), training=True)
         mean_ratio.append((d.mean() / x.mean()).item())
         var_ratio.append((d.var() / x.var()).item())
     return mean_ratio, var_ratio
@@ -185,21 +188,199 @@ def auroc(scores_in, scores_out):
     return ((b > a).double().mean() + 0.5 * (b == a).double().mean()).item()
 
 
-# ----------------------------------------------------------------------------- dropout against label noise
-def compare_dropout(data, p=0.5, sizes=(PIXELS, 128, 128, CLASSES), steps=500, batch_size=64, lr=3e-3,
-                    eval_every=25, seed=0, **mlp_kw):
-    """Train the same MLP twice on `data`, without and with dropout p (Adam): {0.0: History, p: History}.
+# ----------------------------------------------------------------------------- every run at once
+# The four networks the notebook compares, as (norm, dropout?) for models.mlp. Stacked in this order:
+# the batch-norm models are the first half and the dropout models the middle half of the stack.
+VARIANTS = {"batch norm": ("batch", False), "batch norm + dropout": ("batch", True),
+            "dropout": (None, True), "neither": (None, False)}
 
-    Both runs start from the same initial weights and see the same mini-batches. The trained
-    models are in history.model.
+
+class StackedMLPs(nn.Module):
+    """Several MLPs (`models.mlp` with `sizes`), one per entry of `seeds` for each of VARIANTS,
+    evaluated as one batched network.
+
+    Model k has its own weights (layer i: a (K, in, out) stack), its own batch-norm statistics and
+    γ, β, and its own dropout masks; only the arithmetic is shared: one `bmm` per layer instead of
+    K small matrix products, and all parameters in one flat tensor, so that the optimizer makes one
+    update per step, not one per tensor. Input (B, in), shared by all models; output
+    (B, classes, K), the layout `cross_entropy` takes with per-model labels (B, K). Model k starts
+    from the weights that `models.mlp` draws after `torch.manual_seed(seeds[k % len(seeds)])`, and
+    `model(k)` gives it back as that `models.mlp`, to inspect a trained model as a lone one.
     """
-    runs = {}
-    for q in (0.0, p):
+
+    def __init__(self, sizes, p, seeds):
+        super().__init__()
+        check_range("p", p, 0.0, 1.0)
+        self.sizes, self.p, self.n = list(sizes), p, len(seeds)
+        self.variants = list(VARIANTS)
+        self.seeds = [s for _ in VARIANTS for s in seeds]
+        normed = 2 * self.n                                                  # the batch-norm models
+        inits = [self._init(v, s) for v in VARIANTS for s in seeds]         # per model: [(W, b), ...]
+        parts, self._layout = [], []
+        for i in range(len(sizes) - 1):
+            parts += [torch.stack([m[i][0] for m in inits]), torch.stack([m[i][1] for m in inits]).unsqueeze(1)]
+        for width in sizes[1:-1]:                                            # batch norm's γ = 1, β = 0
+            parts += [torch.ones(normed * width), torch.zeros(normed * width)]
+        offset = 0
+        for t in parts:
+            self._layout.append((offset, t.shape))
+            offset += t.numel()
+        self.flat = nn.Parameter(torch.cat([t.flatten() for t in parts]))
+        # A hidden Linear before batch norm has no bias (models.mlp): a 0 here keeps it 0 (zero gradient).
+        self.register_buffer("bias_on", torch.ones(len(inits), 1, 1))
+        self.bias_on[:normed] = 0
+        self.norms = nn.ModuleList([layers.BatchNorm1d(normed * width, affine=False) for width in sizes[1:-1]])
+        self.drop = layers.Dropout(p)
+
+    def _init(self, variant, seed):
+        norm, drop = VARIANTS[variant]
         torch.manual_seed(seed)
-        model = models.mlp(list(sizes), dropout=q, **mlp_kw)
-        runs[q] = train.fit(model, data, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
-                            eval_every=eval_every, seed=seed)
-    return runs
+        net = models.mlp(self.sizes, norm=norm, dropout=self.p if drop else 0.0)
+        return [(m.weight.detach().T, torch.zeros(m.out_features) if m.bias is None else m.bias.detach())
+                for m in net if isinstance(m, nn.Linear)]
+
+    def tensors(self):
+        """Views into the flat parameter: [W₁, b₁, W₂, b₂, …, γ₁, β₁, γ₂, β₂, …]."""
+        pieces = self.flat.split([shape.numel() for _, shape in self._layout])    # one backward node
+        return [piece.view(shape) for piece, (_, shape) in zip(pieces, self._layout)]
+
+    def __len__(self):
+        return len(self.seeds)
+
+    def forward(self, x):
+        n, last = self.n, len(self.sizes) - 2
+        views = self.tensors()
+        h = x.unsqueeze(0).expand(len(self), -1, -1)                        # (K, B, in)
+        for i in range(last + 1):
+            w, b = views[2 * i], views[2 * i + 1]
+            h = torch.baddbmm(b if i == last else b * self.bias_on, h, w)   # (K, B, out)
+            if i == last:
+                break
+            k, batch, width = h.shape
+            bn, (gamma, beta) = self.norms[i], views[2 * (last + 1) + 2 * i:2 * (last + 1) + 2 * i + 2]
+            with_bn, without = h.split([2 * n, k - 2 * n])           # split, not slices: one backward node
+            normed = functional.batch_norm(with_bn.transpose(0, 1).reshape(batch, 2 * n * width),
+                                           bn.running_mean, bn.running_var, gamma, beta, self.training,
+                                           bn.momentum, bn.eps)
+            if self.training:
+                bn.num_batches_tracked.add_(1)
+            h = torch.relu(torch.cat([normed.view(batch, 2 * n, width).transpose(0, 1), without]))
+            before, with_dropout, after = h.split([n, 2 * n, k - 3 * n])
+            h = torch.cat([before, self.drop(with_dropout), after])
+        return h.permute(1, 2, 0)
+
+    @torch.no_grad()
+    def model(self, k):
+        """Model k as a `models.mlp` with its trained weights and batch-norm statistics, in eval mode."""
+        norm, drop = VARIANTS[self.variants[k // self.n]]
+        net = models.mlp(self.sizes, norm=norm, dropout=self.p if drop else 0.0)
+        views, depth = self.tensors(), len(self.sizes) - 1
+        for i, m in enumerate(m for m in net if isinstance(m, nn.Linear)):
+            m.weight.copy_(views[2 * i][k].T)
+            if m.bias is not None:
+                m.bias.copy_(views[2 * i + 1][k, 0])
+        bns = [m for m in net if isinstance(m, layers.BatchNorm1d)]
+        for i, (bn, stacked) in enumerate(zip(bns, self.norms)):
+            part = slice(k * bn.num_features, (k + 1) * bn.num_features)
+            bn.weight.copy_(views[2 * depth + 2 * i][part])
+            bn.bias.copy_(views[2 * depth + 2 * i + 1][part])
+            bn.running_mean.copy_(stacked.running_mean[part])
+            bn.running_var.copy_(stacked.running_var[part])
+            bn.num_batches_tracked.copy_(stacked.num_batches_tracked)
+        return net.eval()
+
+
+@dataclass
+class Grid:
+    """What `train_grid` trained: accuracies of every (variant, dataset, seed) over training.
+
+    train_acc, test_acc: tensors (variants, datasets, seeds, evaluations); train accuracy is on each
+    model's own training labels (the noisy ones for a noisy set), test accuracy on the clean test set.
+    """
+    variants: list
+    datasets: list
+    seeds: list
+    eval_steps: list
+    train_acc: torch.Tensor
+    test_acc: torch.Tensor
+    net: StackedMLPs
+
+    def index(self, variant, dataset, seed):
+        """Position of one model in the stack."""
+        v, d, s = self.variants.index(variant), self.datasets.index(dataset), self.seeds.index(seed)
+        return (v * len(self.datasets) + d) * len(self.seeds) + s
+
+    def model(self, variant, dataset, seed=None):
+        """That trained model, as a `models.mlp` in eval mode (seed: the first one by default)."""
+        return self.net.model(self.index(variant, dataset, self.seeds[0] if seed is None else seed))
+
+    def final(self, which="test"):
+        """Accuracy at the end of training, (variants, datasets, seeds)."""
+        return (self.test_acc if which == "test" else self.train_acc)[..., -1]
+
+    def summary(self, variant, dataset):
+        """Means over the seeds: final test and train accuracy, and the best test accuracy on the way."""
+        v, d = self.variants.index(variant), self.datasets.index(dataset)
+        return {"test": self.test_acc[v, d, :, -1].mean().item(),
+                "train": self.train_acc[v, d, :, -1].mean().item(),
+                "best_test": self.test_acc[v, d].max(-1).values.mean().item()}
+
+    def table(self, order=("neither", "dropout", "batch norm", "batch norm + dropout")):
+        """Final test accuracy per variant and dataset: mean of the seeds (lowest–highest), as text."""
+        acc = self.final("test")
+        rows = [f"final test accuracy: mean of {len(self.seeds)} seeds (lowest–highest)",
+                f"{'':22s}" + "".join(f"{d:>24s}" for d in self.datasets)]
+        for variant in order:
+            cells = [f"{a.mean():.3f} ({a.min():.3f}–{a.max():.3f})" for a in acc[self.variants.index(variant)]]
+            rows.append(f"{variant:22s}" + "".join(f"{c:>24s}" for c in cells))
+        return "\n".join(rows)
+
+
+def train_grid(datasets, p=0.5, sizes=(PIXELS, 64, 64, CLASSES), seeds=(0, 1, 2), steps=250, batch_size=64,
+               lr=1e-2, eval_every=25, seed=0):
+    """Train the same MLP with neither, dropout p, batch norm, or both, on each dataset, once per seed.
+
+    datasets: {name: Split}, the same images with different training labels (e.g. clean and noisy).
+    All len(VARIANTS)·len(datasets)·len(seeds) models are trained at once as a `StackedMLPs` through
+    `train.fit` (Adam, `lr`, `steps` mini-batches of `batch_size`). A model's seed sets its initial
+    weights; all models see the same mini-batches in the same order (`seed`), so the variants differ
+    only in what the comparison is about. The loss is the sum of the models' own losses, so each
+    model's gradient is the one it would get alone. Every `eval_every` steps (and at the end) every
+    model's train and test accuracy is recorded. Returns a `Grid`.
+    """
+    names = list(datasets)
+    first = datasets[names[0]]
+    for name in names[1:]:
+        d = datasets[name]
+        if not (torch.equal(d.x_train, first.x_train) and torch.equal(d.x_test, first.x_test)
+                and torch.equal(d.y_test, first.y_test)):
+            raise ValueError(f"datasets[{name!r}]: expected the same images (and test labels) as "
+                             f"datasets[{names[0]!r}], only the training labels may differ")
+    check_int("eval_every", eval_every)
+    torch.manual_seed(seed)
+    net = StackedMLPs(sizes, p, [s for _ in names for s in seeds])       # per variant: datasets × seeds
+    labels = [datasets[name] for _ in VARIANTS for name in names for _ in seeds]
+    y_train = torch.stack([d.y_train for d in labels], 1)
+    y_test = torch.stack([d.y_test for d in labels], 1)
+    stacked = type(first)(first.x_train, y_train, first.x_test, y_test)
+
+    @torch.no_grad()
+    def accuracies(model, *_):
+        model.eval()
+        acc = [(model(x).argmax(1) == y).float().mean(0) for x, y in ((first.x_train, y_train),
+                                                                       (first.x_test, y_test))]
+        model.train()
+        return acc
+
+    history = train.fit(net, stacked, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
+                        eval_every=None, eval_train=False, callback=accuracies, callback_every=eval_every,
+                        seed=seed, loss_fn=lambda out, y: cross_entropy(out, y, reduction="sum") / len(y))
+    curves = history.extra + [accuracies(net)]
+    shape = (len(VARIANTS), len(names), len(seeds), len(curves))
+    train_acc, test_acc = (torch.stack([c[i] for c in curves], -1).view(shape) for i in (0, 1))
+    net.eval()
+    return Grid(list(VARIANTS), names, list(seeds), list(range(0, steps, eval_every)) + [steps],
+                train_acc, test_acc, net)
 
 
 # ----------------------------------------------------------------------------- exercise checkers
@@ -244,11 +425,15 @@ def check_dropout_variance(fn):
                           "(c² + v)/(1 − p) − c²  (train-mode variance)")
 
 
-def check_predictive_entropy(fn):
-    """Exercise: fn(probs) -> entropy (nats) of the mean of MC samples probs (T, N, C)."""
+def check_variation_ratio(fn):
+    """Exercise: fn(probs) -> variation ratio of MC samples probs (T, N, C), one value per input:
+    1 − (number of passes whose top class is the most voted class) / T."""
     g = torch.Generator().manual_seed(13)
-    probs = torch.softmax(2 * torch.randn(20, 6, 10, generator=g, dtype=torch.float64), dim=-1)
-    mean = probs.mean(0)
-    expected = -(mean * mean.log()).sum(-1)
-    return check.exercise("predictive_entropy", fn, (probs.clone(),), expected,
-                          "−Σ_c p̄_c·log p̄_c of the mean prediction")
+    t, n, c = 20, 8, 10
+    logits = 3 * torch.randn(1, n, c, generator=g, dtype=torch.float64) + 2 * torch.randn(t, n, c, generator=g,
+                                                                                           dtype=torch.float64)
+    probs = torch.softmax(logits, dim=-1)
+    votes = nn.functional.one_hot(probs.argmax(-1), c).sum(0)          # (N, C): passes voting for each class
+    expected = 1 - votes.max(-1).values.double() / t
+    return check.exercise("variation_ratio", fn, (probs.clone(),), expected,
+                          "1 − (votes for the modal class)/T", atol=1e-6)

@@ -2,13 +2,14 @@
 
 The penalties themselves live in `normkit.regularize`; this module runs what the notebook plots:
 
-- `seed_loss_l1_minimum`, `level_curve`, `optimum_path` (the 1-D and 2-D optimum paths);
+- `penalized_minimum`, `seed_loss_l1_minimum`, `level_curve`, `optimum_path` (the 1-D and 2-D
+  optimum paths; where the minimum moves and what its value does);
 - `SparsityRun`, `sparsity_sweep`, `mosaic` (softmax regressions on digits under L1, proximal and
   subgradient, and L2; exact zeros and weight maps);
 - `offset_regression`, `fit_line` (why biases are left out of the penalty);
 - `effective_decay`, `adam_vs_adamw` (the per-parameter decay of Adam + L2 vs AdamW);
 - `bn_weight_norm_run` (the weight norm of a layer feeding BN, with and without weight decay);
-- the exercise checkers `check_l1_minimum`, `check_soft_threshold`, `check_weight_penalty`.
+- the exercise checkers `check_l1_minimum`, `check_elastic_net_step`, `check_weight_penalty`.
 """
 from dataclasses import dataclass
 
@@ -22,12 +23,23 @@ from ..optim import Adam, AdamW
 from ..regularize import decay_groups, soft_threshold
 from ..validate import check_range
 
-__all__ = ["seed_loss_l1_minimum", "level_curve", "optimum_path", "SparsityRun", "sparsity_sweep",
+__all__ = ["penalized_minimum", "seed_loss_l1_minimum", "level_curve", "optimum_path", "SparsityRun", "sparsity_sweep",
            "mosaic", "offset_regression", "fit_line", "effective_decay", "adam_vs_adamw",
-           "bn_weight_norm_run", "check_l1_minimum", "check_soft_threshold", "check_weight_penalty"]
+           "bn_weight_norm_run", "check_l1_minimum", "check_elastic_net_step", "check_weight_penalty"]
 
 
 # ----------------------------------------------------------------------------- 1-D and 2-D pictures
+def penalized_minimum(lam):
+    """Seed 004's loss plus ½λw² at its minimum: (minimizer w*, minimum value L(w*) + ½λw*², L(w*)).
+
+    w* = data.seed_loss_minimum(λ) moves from 4.5 toward 0 as λ grows, while the minimum value
+    rises: the penalty is ≥ 0 and L ≥ 1 everywhere, and L(w*) itself grows as w* leaves 4.5.
+    """
+    w = data.seed_loss_minimum(lam)
+    loss = float(data.seed_loss(w))
+    return w, loss + 0.5 * lam * w * w, loss
+
+
 def seed_loss_l1_minimum(alpha):
     """argmin_w of data.seed_loss(w) + α·|w|, in closed form.
 
@@ -48,11 +60,11 @@ def level_curve(q, w, n=200):
     return q.w_star[0].item() + d[0], q.w_star[1].item() + d[1]
 
 
-def optimum_path(q, lams, lasso_steps=200):
+def optimum_path(q, lams, lasso_steps=100):
     """The penalized optima of `q` for each λ: (ridge (K, 2), lasso (K, 2)) as numpy arrays.
 
     Ridge: argmin L + ½λ‖w‖², closed form. Lasso: argmin L + λ‖w‖₁ by proximal gradient
-    (ISTA, soft-thresholding); 200 steps converge to float64 precision for q's condition number.
+    (ISTA, soft-thresholding); 100 steps converge to float64 precision for q's condition number.
     """
     ridge = np.stack([q.ridge(float(lam)).numpy() for lam in lams])
     lasso = np.stack([q.lasso(float(lam), steps=lasso_steps).numpy() for lam in lams])
@@ -78,7 +90,7 @@ class SparsityRun:
 _PENALTIES = ("l1_prox", "l1_subgradient", "l2")
 
 
-def sparsity_sweep(data, lams, penalty, steps=200, lr=1.0, init_std=0.01, seed=0):
+def sparsity_sweep(data, lams, penalty, steps=150, lr=1.0, init_std=0.01, seed=0):
     """Full-batch gradient descent on softmax regression (64 pixels → 10 classes) for every λ at once.
 
     penalty: "l2"             gradient of ½λ‖W‖² added: W ← W − lr(∇L + λW)
@@ -223,11 +235,14 @@ def check_l1_minimum(fn):
                           "max(4.5 − 2α, 0) for α = 0 … 5", atol=1e-6)
 
 
-def check_soft_threshold(fn):
-    """Exercise: fn(w, t) -> sign(w)·max(|w| − t, 0), elementwise."""
+def check_elastic_net_step(fn):
+    """Exercise: fn(w, t1, t2) -> the proximal step of the elastic-net penalty, elementwise:
+    argmin_v ½(v − w)² + t1·|v| + ½·t2·v² = sign(w)·max(|w| − t1, 0) / (1 + t2)."""
     w = torch.randn(20, generator=torch.Generator().manual_seed(70), dtype=torch.float64) * 2
-    expected = torch.nn.functional.softshrink(w, 0.7)
-    return check.exercise("soft_threshold", fn, (w.clone(), 0.7), expected, "torch.nn.functional.softshrink")
+    t1, t2 = 0.7, 0.5
+    expected = torch.nn.functional.softshrink(w, t1) / (1 + t2)
+    return check.exercise("elastic_net_step", fn, (w.clone(), t1, t2), expected,
+                          "softshrink(w, t1) / (1 + t2)")
 
 
 def check_weight_penalty(fn):

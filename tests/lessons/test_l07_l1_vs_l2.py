@@ -12,6 +12,15 @@ from normkit.data import Quadratic2D, seed_loss
 
 
 # ----------------------------------------------------------------------------- 1-D and 2-D pictures
+def test_penalized_minimum_moves_the_minimizer_and_raises_the_value():
+    w = np.linspace(-2, 6, 80001)
+    for lam in (0.0, 0.5, 2.0):
+        w_star, value, loss = lesson.penalized_minimum(lam)
+        total = seed_loss(w) + 0.5 * lam * w**2
+        assert w_star == pytest.approx(w[np.argmin(total)], abs=1e-4) and value == pytest.approx(total.min(), abs=1e-8)
+        assert loss == pytest.approx(seed_loss(w_star))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0, 2.25, 4.0])
 def test_seed_loss_l1_minimum_is_the_grid_minimum(alpha):
     w = np.linspace(-2, 6, 80001)
@@ -150,8 +159,10 @@ def test_adam_vs_adamw_and_bn_weight_norm_run():
 # ----------------------------------------------------------------------------- checkers
 RIGHT_AND_WRONG = [
     (lesson.check_l1_minimum, lambda a: max(4.5 - 2 * a, 0.0), lambda a: 4.5 / (1 + 2 * a)),
-    (lesson.check_soft_threshold, lambda w, t: torch.sign(w) * torch.clamp(w.abs() - t, min=0),
-     lambda w, t: w - t * torch.sign(w)),
+    (lesson.check_elastic_net_step, lambda w, t1, t2: nk.regularize.soft_threshold(w, t1) / (1 + t2),
+     lambda w, t1, t2: nk.regularize.soft_threshold(w, t1) - t2 * w),
+    (lesson.check_elastic_net_step, lambda w, t1, t2: nk.regularize.soft_threshold(w, t1) / (1 + t2),
+     lambda w, t1, t2: nk.regularize.soft_threshold(w / (1 + t2), t1)),
     (lesson.check_weight_penalty,
      lambda m, lam: nk.regularize.l2_penalty(nk.regularize.decay_groups(m, 0.0)[0]["params"], lam),
      lambda m, lam: nk.regularize.l2_penalty(m, lam)),
@@ -171,9 +182,27 @@ def test_weight_penalty_checker_leaves_the_global_rng_alone():
 
 
 # ----------------------------------------------------------------------------- claims of notebook 07
+def test_claim_lambda_is_a_strength_on_the_penalty():
+    """07's 손실율 box: the gradients printed are exactly λw (L2) and λ·sign(w) (L1), λ = 0.1."""
+    w = torch.tensor([3.0, -0.5, 0.02, 1.5], dtype=torch.float64, requires_grad=True)
+    for penalty, expected in ((nk.regularize.l2_penalty, 0.1 * w), (nk.regularize.l1_penalty, 0.1 * torch.sign(w))):
+        grad, = torch.autograd.grad(penalty(w, 0.1), w)
+        torch.testing.assert_close(grad, expected.detach())
+
+
+def test_claim_the_minimizer_moves_to_zero_while_the_minimum_value_rises():
+    """07's box on «훨씬 작은 최소값»: w* falls from 4.5 toward 0, min of L + ½λw² rises from 1.00, L(w*) too."""
+    rows = [lesson.penalized_minimum(lam) for lam in (0.0, 0.5, 1.0, 2.0, 3.0)]
+    w_star, value, loss = (list(col) for col in zip(*rows))
+    assert w_star[0] == 4.5 and w_star == sorted(w_star, reverse=True) and w_star[-1] < 1
+    assert value[0] == 1.0 and value == sorted(value) and loss == sorted(loss) and loss[2] > 3
+    assert w_star[2] == pytest.approx(1.5)
+
+
 def test_claim_only_proximal_l1_zeroes_weights_at_notebook_scale():
     """'Only the proximal L1 run produces exact zeros, and more of them as λ grows; L1 by subgradient
-    reaches about the same accuracy up to λ = 0.01 with no exact zero; L2 zeroes none.'"""
+    reaches about the same accuracy up to λ = 0.01 with no exact zero; L2 zeroes none; no λ > 0
+    does clearly better than λ = 0 (a test image or two at most).'"""
     digits = nk.data.digits()
     lams = [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
     s = {p: lesson.sparsity_sweep(digits, lams, p) for p in ("l1_prox", "l1_subgradient", "l2")}
@@ -182,6 +211,8 @@ def test_claim_only_proximal_l1_zeroes_weights_at_notebook_scale():
     assert s["l1_subgradient"].zeros.sum() == 0 and s["l2"].zeros.sum() == 0
     assert (s["l1_subgradient"].test_acc[:6] - s["l1_prox"].test_acc[:6]).abs().max() < 0.02
     assert s["l2"].test_acc.min() > 0.9 and s["l1_prox"].test_acc[0] > 0.94
+    for run in s.values():                                      # λ = 0 is the same model in every sweep
+        assert run.test_acc[1:].max() <= run.test_acc[0] + 0.0045     # 2 of 497 test images
 
 
 def test_claim_adam_l2_decays_unevenly_adamw_uniformly():
