@@ -77,8 +77,9 @@ class Adam(_Optimizer):
                     p.mul_(1 - lr * lam)              # AdamW: decay the weight itself, same rate for all
                 elif lam:
                     g = g + lam * p                   # Adam + L2: the penalty's gradient is rescaled below
-                st = self.state.setdefault(p, {"step": 0, "exp_avg": torch.zeros_like(p),
-                                               "exp_avg_sq": torch.zeros_like(p)})
+                if p not in self.state:               # (not setdefault: that builds the zeros every step)
+                    self.state[p] = {"step": 0, "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+                st = self.state[p]
                 st["step"] += 1
                 t = st["step"]
                 st["exp_avg"].mul_(b1).add_(g, alpha=1 - b1)
