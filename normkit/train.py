@@ -5,7 +5,9 @@ every step, train/test accuracy every `eval_every` steps, gradient norms per par
 modules named in `watch` the distribution of their output (mean, std, and the 15/50/85th
 percentiles of unit 0, as in Ioffe & Szegedy's Fig. 1), and whatever a `callback` measures.
 Every lesson trains through it; `batches` is its epoch sampler, `diverged` its one test of a
-blown-up loss.
+blown-up loss. K small models trained as one (a model whose logits are (N, classes, K), one
+column per member) train through it too, with `loss_fn=stacked_cross_entropy`; their accuracy is
+the members' mean.
 """
 import math
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from . import optim
 from .regularize import decay_groups
 from .validate import check_int, check_range
 
-__all__ = ["History", "fit", "accuracy", "batches", "diverged", "DIVERGED_LOSS"]
+__all__ = ["History", "fit", "accuracy", "stacked_cross_entropy", "batches", "diverged", "DIVERGED_LOSS"]
 
 # A 10-class cross-entropy starts at ln 10 ≈ 2.3; a loss of 1000 means the logits have blown up
 # (the next steps overflow to inf or NaN), so the run is stopped and called diverged.
@@ -77,12 +79,34 @@ class History:
         return self.train_acc[-1] - self.test_acc[-1]
 
 
+def stacked_cross_entropy(logits, y):
+    """The loss of K models trained as one: the sum over the members of each member's mean cross-entropy.
+
+    logits: (N, classes, K), member k's logits in [:, :, k]; y: (N,) when every member has the
+    same labels, or (N, K), member k's labels in [:, k]. Returns a scalar. Each member's gradient
+    is then the one it gets trained alone (the members share no parameters).
+    """
+    if y.dim() == 1:
+        y = y[:, None]
+    return cross_entropy(logits, y.expand(-1, logits.shape[2]), reduction="none").mean(0).sum()
+
+
+def _correct(logits, y):
+    """Fraction of correct argmax predictions; (N, classes, K) logits: the mean over examples and members."""
+    if logits.dim() == 3 and y.dim() == 1:
+        y = y[:, None]                                  # every member has the same labels
+    return (logits.argmax(1) == y).float().mean().item()
+
+
 @torch.no_grad()
 def accuracy(model, x, y):
-    """Fraction of correct argmax predictions, with the model in eval mode."""
+    """Fraction of correct argmax predictions, with the model in eval mode.
+
+    A model of K members ((N, classes, K) logits): the members' mean accuracy, y (N,) or (N, K).
+    """
     was_training = model.training
     model.eval()
-    acc = (model(x).argmax(1) == y).float().mean().item()
+    acc = _correct(model(x), y)
     model.train(was_training)
     return acc
 
@@ -135,9 +159,9 @@ def _evaluate(hist, step, model, data, watched, eval_train, loss_fn):
     model.eval()
     try:
         if eval_train:
-            hist.train_acc.append((model(data.x_train).argmax(1) == data.y_train).float().mean().item())
+            hist.train_acc.append(_correct(model(data.x_train), data.y_train))
         if getattr(data, "x_val", None) is not None:
-            hist.val_acc.append((model(data.x_val).argmax(1) == data.y_val).float().mean().item())
+            hist.val_acc.append(_correct(model(data.x_val), data.y_val))
         captured.clear()                                # the watched outputs are the test set's
         logits = model(data.x_test)
     finally:
@@ -145,7 +169,7 @@ def _evaluate(hist, step, model, data, watched, eval_train, loss_fn):
         for h in hooks:
             h.remove()
     hist.eval_steps.append(step)
-    hist.test_acc.append((logits.argmax(1) == data.y_test).float().mean().item())
+    hist.test_acc.append(_correct(logits, data.y_test))
     hist.test_loss.append(loss_fn(logits, data.y_test).item())
     for name, out in captured.items():
         hist.activations[name].append(_summary(out))
@@ -170,6 +194,9 @@ def fit(model, data, steps=300, batch_size=64, lr=0.1, optimizer="sgd", momentum
     callback(model, x_batch, y_batch): called every `callback_every` steps before the update;
         what it returns is appended to history.extra.
     seed: seeds the batch order and the global RNG (dropout masks, noise) at the start.
+    loss_fn(logits, y): the training loss, also recorded on the test set (history.test_loss). A
+        model of K members ((N, classes, K) logits) takes loss_fn=stacked_cross_entropy; its
+        accuracies are then the members' mean (labels (N,), or (N, K) for the training set).
     Stops early, with history.diverged = True, as soon as the loss is NaN, infinite or above
     DIVERGED_LOSS; the model is left in training mode.
     """

@@ -258,6 +258,47 @@ def test_accuracy_restores_mode():
     assert not model.training
 
 
+
+class _Stack(torch.nn.Module):
+    """K members side by side: (N, classes, K) logits."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members], 2)
+
+
+def test_fit_evaluates_a_stack_as_its_members_mean(small_digits):
+    torch.manual_seed(0)
+    stack = _Stack([nk.models.mlp([64, 16, 10], norm="batch") for _ in range(3)])
+    h = nk.train.fit(stack, small_digits, steps=20, batch_size=32, lr=0.1, eval_every=None,
+                     loss_fn=nk.train.stacked_cross_entropy)
+    d = small_digits
+    for acc, x, y in ((h.test_acc[-1], d.x_test, d.y_test), (h.train_acc[-1], d.x_train, d.y_train)):
+        each = [nk.train.accuracy(m, x, y) for m in stack.members]
+        assert len(set(each)) > 1                       # the members differ
+        assert acc == pytest.approx(sum(each) / 3, abs=1e-6)
+        assert nk.train.accuracy(stack, x, y) == pytest.approx(acc, abs=1e-6)
+    with torch.no_grad():
+        stack.eval()
+        ref = sum(torch.nn.functional.cross_entropy(m(d.x_test), d.y_test) for m in stack.members)
+    assert h.test_loss[-1] == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_stacked_cross_entropy_is_the_sum_of_the_members():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (7,), generator=g)
+    ce = torch.nn.functional.cross_entropy
+    ref = sum(ce(logits[:, :, k], y) for k in range(3))
+    assert torch.allclose(nk.train.stacked_cross_entropy(logits, y), ref)
+    y_own = torch.randint(0, 5, (7, 3), generator=g)             # member k's labels in [:, k]
+    ref = sum(ce(logits[:, :, k], y_own[:, k]) for k in range(3))
+    assert torch.allclose(nk.train.stacked_cross_entropy(logits, y_own), ref)
+
+
 # ----------------------------------------------------------------------------- models
 def test_mlp_structure():
     from torch import nn

@@ -8,7 +8,8 @@
   different batches, training vs eval mode);
 - `batch_norm_of_one`: what the training formula does to a batch of one example;
 - `placement_experiment`: batch norm before vs after the activation, several seeds trained at once
-  (`MLPStack`, `StackedLinear`, `stack_loss`) through `train.fit`, with the share of dead units;
+  (`MLPStack`, `StackedLinear`) through `train.fit` with `train.stacked_cross_entropy`, with the
+  share of dead units;
 - the exercise checkers `check_running_mean`, `check_running_var`, `check_bn_inference`.
 """
 import copy
@@ -18,13 +19,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.functional import cross_entropy
 
 from .. import check, layers, models, train
 from ..validate import check_int, check_range
 
 __all__ = ["RunningTrace", "running_stats_trace", "keras_moving_average", "ema_steps_to_forget",
-           "prediction_by_company", "batch_norm_of_one", "StackedLinear", "MLPStack", "stack_loss",
+           "prediction_by_company", "batch_norm_of_one", "StackedLinear", "MLPStack",
            "placement_experiment",
            "check_running_mean", "check_running_var", "check_bn_inference"]
 
@@ -148,8 +148,8 @@ class MLPStack(nn.Module):
     becomes one BatchNorm1d over the K·width features (batch norm treats every feature on its own,
     so the members do not mix); activations are elementwise. Input (N, inputs) is shared by all
     members, (N, K, inputs) gives member k the examples [:, k]. Output: (N, classes, K) logits. With
-    `stack_loss` each member's gradient is the one it would get trained alone, and so is its SGD
-    step, up to rounding.
+    `train.stacked_cross_entropy` each member's gradient is the one it would get trained alone, and
+    so is its SGD step, up to rounding.
     """
 
     def __init__(self, members):
@@ -182,12 +182,6 @@ class MLPStack(nn.Module):
         return x.transpose(1, 2)
 
 
-def stack_loss(logits, y):
-    """Sum over the members of each member's mean cross-entropy. logits (N, classes, K); y (N, K), or
-    (N,) / (N, 1) when every member has the same labels."""
-    return cross_entropy(logits, y.view(len(y), -1).expand(-1, logits.shape[2]), reduction="none").mean(0).sum()
-
-
 def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activation="relu",
                          steps=100, batch_size=32, lr=0.1):
     """Train the same MLP with BN before and with BN after the activation, once per seed.
@@ -202,8 +196,7 @@ def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activati
     n = len(data.x_train)
     order = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(s)) for s in seeds])
     # member k's i-th training example is x_train[order[k, i]]: the members see their own batches
-    own = type(data)(data.x_train[order].transpose(0, 1), data.y_train[order].t(),
-                     data.x_test, data.y_test.view(-1, 1))
+    own = type(data)(data.x_train[order].transpose(0, 1), data.y_train[order].t(), data.x_test, data.y_test)
     out = {}
     for name, after in (("before", False), ("after", True)):
         members = []
@@ -211,9 +204,9 @@ def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activati
             torch.manual_seed(seed)
             members.append(models.mlp(list(sizes), activation, norm="batch", norm_after_activation=after))
         stack = MLPStack(members)
-        # fit's own test accuracy (labels as a column) is the members' mean; each member's is below
+        # fit's own test accuracy is the members' mean; each member's is below
         train.fit(stack, own, steps=steps, batch_size=batch_size, lr=lr, eval_every=None, eval_train=False,
-                  seed=seeds[0], loss_fn=stack_loss)
+                  seed=seeds[0], loss_fn=train.stacked_cross_entropy)
         out[name] = _accuracies(stack, data)
         out[f"dead_{name}"] = _dead_units(stack, data.x_train)
     return out
@@ -223,7 +216,7 @@ def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activati
 def _accuracies(stack, data):
     """Each member's test accuracy (eval mode)."""
     stack.eval()
-    right = stack(data.x_test).argmax(1) == data.y_test.view(-1, 1)
+    right = stack(data.x_test).argmax(1) == data.y_test[:, None]
     stack.train()
     return right.double().mean(0).tolist()
 

@@ -4,7 +4,7 @@
     GhostBatchNorm2d(16, ghost_size=2)            # batch statistics over B images of a larger batch
     ghost_cnn(ghost_size)                         # normkit.models.cnn("batch") with ghost batch norm
     train_cnn("batch", 2, data)                   # one run through normkit.train.fit -> train.History
-    CNNStack(members), stack_loss                 # several such CNNs trained as one (one forward pass)
+    CNNStack(members)                             # several such CNNs trained as one (one forward pass)
     batch_size_sweep(...)                         # Wu & He 2018 in miniature: BN vs GN vs images per batch
     NormRNN(8, 32, norm="layer")                  # a recurrent net with layer norm (Ba et al. 2016)
     batch_dependence(model, sample, others_a, others_b)
@@ -23,7 +23,7 @@ from torch import nn
 from .. import check, functional, layers, models, train
 from ..validate import check_groups, check_int, check_range
 
-__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn", "CNNStack", "stack_loss",
+__all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn", "CNNStack",
            "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
            "time_forward_backward", "autograd_nodes", "check_norm_dims", "check_group_norm", "check_rms_norm"]
 
@@ -140,10 +140,10 @@ class CNNStack(nn.Module):
     group norm: any module per channel block). Every member sees the same images, so the members'
     first convolutions are one convolution with K·c output channels and their second convolutions
     one grouped convolution (groups=K); each member's norm layers see only its own channels; the
-    classifiers are one batched product. forward returns (N, classes, K) logits; `stack_loss` sums
-    the members' mean cross-entropies, so each member's gradient, and its Adam update (elementwise),
-    is the one it would get trained alone on the same batches, up to rounding. `member(k)` gives
-    member k back as a plain models.cnn network.
+    classifiers are one batched product. forward returns (N, classes, K) logits;
+    `train.stacked_cross_entropy` sums the members' mean cross-entropies, so each member's gradient,
+    and its Adam update (elementwise), is the one it would get trained alone on the same batches, up
+    to rounding. `member(k)` gives member k back as a plain models.cnn network.
     """
 
     def __init__(self, members):
@@ -183,15 +183,9 @@ class CNNStack(nn.Module):
         """Each member's test error in % (eval mode), as a list."""
         was_training = self.training
         self.eval()
-        right = self(data.x_test).argmax(1) == data.y_test.view(-1, 1)
+        right = self(data.x_test).argmax(1) == data.y_test[:, None]
         self.train(was_training)
         return (100.0 * (1.0 - right.double().mean(0))).tolist()
-
-
-def stack_loss(logits, y):
-    """Sum over the members of each member's mean cross-entropy: logits (N, classes, K), y (N,) or (N, 1)."""
-    per_example = nn.functional.cross_entropy(logits, y.view(-1, 1).expand(-1, logits.shape[2]), reduction="none")
-    return per_example.mean(0).sum()
 
 
 def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), steps=150, batch_size=32, lr=0.01, groups=4,
@@ -214,12 +208,10 @@ def batch_size_sweep(data, sizes=(32, 16, 8, 4, 2), steps=150, batch_size=32, lr
     members.append(models.cnn("group", channels=channels, groups=groups))
     stack = CNNStack(members)
     errors = []
-    # fit's own evaluation compares argmax over classes with the labels: as a column, they broadcast
-    # over the members (its test_acc is then their mean); each member's error is recorded here.
-    column = type(data)(data.x_train, data.y_train, data.x_test, data.y_test.view(-1, 1))
-    train.fit(stack, column, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam", schedule="cosine",
+    # fit's own test accuracy is the members' mean; each member's error is recorded here.
+    train.fit(stack, data, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam", schedule="cosine",
               eval_every=None, eval_train=False, callback=lambda model, xb, yb: errors.append(stack.test_error(data)),
-              callback_every=eval_every, seed=seed, loss_fn=stack_loss)
+              callback_every=eval_every, seed=seed, loss_fn=train.stacked_cross_entropy)
     errors.append(stack.test_error(data))
     eval_steps = list(range(0, steps, eval_every)) + [steps]
     names = [("batch", b) for b in sizes] + ["group"]

@@ -75,7 +75,7 @@ def test_placement_experiment_runs_both_placements():
 
 @pytest.mark.parametrize("after", [False, True])
 def test_mlp_stack_is_its_members_side_by_side(after):
-    """Forward: each member's logits; one SGD step on stack_loss: each member's own step."""
+    """Forward: each member's logits; one SGD step on stacked_cross_entropy: each member's own step."""
     members = []
     for seed in range(3):
         torch.manual_seed(seed)
@@ -88,7 +88,7 @@ def test_mlp_stack_is_its_members_side_by_side(after):
     for k, m in enumerate(members):
         assert_close(logits[:, :, k], m(x[:, k]))
     opt = nk.optim.SGD(stack.parameters(), lr=0.1)
-    lesson.stack_loss(stack(x), y).backward()
+    nk.train.stacked_cross_entropy(stack(x), y).backward()
     opt.step()
     first = stack.layers[0].weight
     for k, m in enumerate(members):

@@ -183,7 +183,7 @@ def test_cnn_stack_forward_is_its_members():
         assert_close(stack.member(k)(x), m(x), factor=10)
     y = torch.tensor([1, 2, 3, 4])
     ref = sum(TF.cross_entropy(m(x), y) for m in members)
-    assert_close(lesson.stack_loss(out, y), ref, factor=10)
+    assert_close(nk.train.stacked_cross_entropy(out, y), ref, factor=10)
 
 
 # ----------------------------------------------------------------------------- sequences
