@@ -1,5 +1,10 @@
-"""Notebook 02 (internal covariate shift): covariate shift and internal covariate shift as experiments.
+"""Notebook 02 (internal covariate shift): input normalization, covariate shift and internal covariate shift.
 
+- input normalization (입력 정규화), why gradient descent needs it: `standardize`, `min_max_scale`;
+  `scaled_regression` (two features whose scales differ by `ratio`), `hessian` of its squared loss,
+  `conditioning` (eigenvalues, condition number κ, largest stable step 2/λ_max), `gd_path` and
+  `steps_to_converge` (gradient descent on the quadratic, exactly), `loss_ellipses` (its contours),
+  and `conditioning_sweep`: all of that for each ratio, raw vs min–max vs standardized;
 - covariate shift (공변량 변화) of the inputs: `shift_split` (two-class points at shift 0),
   `train_shift_classifier`, `accuracy_under_shift` (the same model on inputs moved by each shift).
 - internal covariate shift (내부 공변량 변화), Ioffe & Szegedy 2015 Fig. 1 on digits:
@@ -9,15 +14,131 @@
   History into the numbers the notebook states;
 - the exercise checkers `check_unit_percentiles`, `check_importance_weight`.
 """
+import math
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .. import check, data, models, train
 from ..data import CLASSES, PIXELS
+from ..validate import check_range
 
-__all__ = ["shift_split", "train_shift_classifier", "accuracy_under_shift", "sigmoid_input_name",
+__all__ = ["standardize", "min_max_scale", "scaled_regression", "hessian", "conditioning", "gd_path",
+           "steps_to_converge", "loss_ellipses", "conditioning_sweep", "Conditioning",
+           "shift_split", "train_shift_classifier", "accuracy_under_shift", "sigmoid_input_name",
            "sigmoid_mlp_run", "percentile_drift", "steps_to_accuracy",
            "check_unit_percentiles", "check_importance_weight"]
+
+
+# ====================================================================== input normalization
+def standardize(x, stats_from=None):
+    """(x − μ) / σ per column, μ and σ (biased) taken from `stats_from` (default: x itself).
+
+    Take them from the training set and apply the same μ, σ to test inputs.
+    """
+    ref = x if stats_from is None else stats_from
+    return (x - ref.mean(0)) / ref.std(0, correction=0)
+
+
+def min_max_scale(x, stats_from=None):
+    """(x − min) / (max − min) per column, min and max from `stats_from` (default: x): into [0, 1]."""
+    ref = x if stats_from is None else stats_from
+    lo, hi = ref.min(0).values, ref.max(0).values
+    return (x - lo) / (hi - lo)
+
+
+def scaled_regression(ratio, n=200, seed=0):
+    """Two centred features with standard deviations `ratio` and 1 and a linear target, float64.
+
+    z ~ N(0, I) made exactly mean 0 and variance 1 per column; x = z·diag(ratio, 1),
+    y = z₁ + z₂ + 0.1·noise. Returns (x (n, 2), y (n,)). Every ratio uses the same z.
+    """
+    check_range("ratio", ratio, 1e-6, float("inf"))
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    z = (z - z.mean(0)) / z.std(0, correction=0)
+    y = z.sum(1) + 0.1 * torch.randn(n, generator=g, dtype=torch.float64)
+    return z * torch.tensor([float(ratio), 1.0], dtype=torch.float64), y
+
+
+def hessian(x):
+    """Hessian of the linear-regression loss L(b, w) = 1/(2n)·Σ(b + xᵢ·w − yᵢ)²: [1, x]ᵀ[1, x] / n.
+
+    Constant (the loss is quadratic), (D + 1, D + 1), the intercept b first.
+    """
+    x1 = torch.cat([torch.ones(len(x), 1, dtype=x.dtype), x], 1)
+    return x1.T @ x1 / len(x)
+
+
+@dataclass
+class Conditioning:
+    """What the Hessian's eigenvalues say about gradient descent on a quadratic."""
+    lam_min: float
+    lam_max: float
+    kappa: float        # condition number λ_max / λ_min
+    lr_max: float       # largest stable step 2 / λ_max (at or above it, gradient descent diverges)
+    lr_best: float      # fastest constant step 2 / (λ_max + λ_min): error × (κ−1)/(κ+1) per step
+
+
+def conditioning(h):
+    """`Conditioning` of a symmetric positive definite Hessian `h`."""
+    lam = torch.linalg.eigvalsh(h)
+    lo, hi = lam[0].item(), lam[-1].item()
+    return Conditioning(lo, hi, hi / lo, 2.0 / hi, 2.0 / (hi + lo))
+
+
+def gd_path(h, start, lr, steps):
+    """Gradient descent on ½·dᵀ h d (d: offset from the minimum) from `start`: (steps + 1, D) offsets."""
+    d = torch.as_tensor(start, dtype=h.dtype)
+    path = [d]
+    for _ in range(steps):
+        d = d - lr * (h @ d)
+        path.append(d)
+    return torch.stack(path)
+
+
+def steps_to_converge(h, lr=None, tol=1e-3, start=None):
+    """Gradient-descent steps until the distance to the minimum of ½·dᵀ h d is ≤ tol × the start's.
+
+    Exact, from the eigen-decomposition: along eigenvector i the offset is multiplied by (1 − lr·λᵢ)
+    every step. lr defaults to the fastest constant step 2/(λ_max + λ_min); start to all −1.
+    Returns None if gradient descent does not converge (lr ≥ 2/λ_max).
+    """
+    lam, vecs = torch.linalg.eigh(h)
+    lr = conditioning(h).lr_best if lr is None else lr
+    start = -torch.ones(len(h), dtype=h.dtype) if start is None else torch.as_tensor(start, dtype=h.dtype)
+    rho = (1 - lr * lam).abs()
+    if rho.max() >= 1:
+        return None
+    coef = vecs.T @ start
+    bound = math.ceil(math.log(tol) / math.log(max(rho.max().item(), 1e-300))) + 1   # ρ_max^t ≤ tol
+    t = torch.arange(bound + 1, dtype=h.dtype)[:, None]
+    dist = ((coef * rho ** t) ** 2).sum(1).sqrt()
+    return int(torch.nonzero(dist <= tol * coef.norm())[0])
+
+
+def loss_ellipses(h2, levels, n=120):
+    """Contours ½·dᵀ h2 d = c of a 2-D quadratic, one closed (n, 2) curve per level c."""
+    lam, vecs = torch.linalg.eigh(h2)
+    theta = torch.linspace(0, 2 * math.pi, n, dtype=h2.dtype)
+    circle = torch.stack([theta.cos(), theta.sin()], 1)
+    return [(circle * (2 * c / lam).sqrt()) @ vecs.T for c in levels]
+
+
+def conditioning_sweep(ratios, n=200, seed=0, tol=1e-3):
+    """For each feature-scale ratio: {'raw' | 'min-max' | 'standardized': (Conditioning, steps)}.
+
+    Steps: `steps_to_converge` at the fastest constant step, from all weights 1 below the minimum.
+    Also 'hessian': the three Hessians (intercept first), for paths and contours.
+    """
+    out = {}
+    for r in ratios:
+        x, _ = scaled_regression(r, n=n, seed=seed)
+        hs = {"raw": hessian(x), "min-max": hessian(min_max_scale(x)), "standardized": hessian(standardize(x))}
+        out[r] = {k: (conditioning(h), steps_to_converge(h, tol=tol)) for k, h in hs.items()}
+        out[r]["hessian"] = hs
+    return out
 
 
 # ====================================================================== covariate shift of inputs
@@ -28,11 +149,11 @@ def shift_split(n=1000, seed=0):
     return data.Split(x_tr, y_tr, x_te, y_te)
 
 
-def train_shift_classifier(split, width=32, steps=500, lr=0.01, seed=0):
+def train_shift_classifier(split, width=32, steps=250, lr=0.02, batch_size=128, seed=0):
     """An mlp([2, width, width, 2]) trained with Adam on `split`; returns (model, History)."""
     torch.manual_seed(seed)
     model = models.mlp([2, width, width, 2])
-    hist = train.fit(model, split, steps=steps, batch_size=64, lr=lr, optimizer="adam",
+    hist = train.fit(model, split, steps=steps, batch_size=batch_size, lr=lr, optimizer="adam",
                      eval_every=steps, seed=seed)
     return model, hist
 
@@ -57,7 +178,7 @@ def sigmoid_input_name(model):
     return names[last - 1]
 
 
-def sigmoid_mlp_run(batch_norm, steps=600, lr=0.003, optimizer="adam", batch_size=60, eval_every=20,
+def sigmoid_mlp_run(batch_norm, steps=300, lr=0.003, optimizer="adam", batch_size=60, eval_every=20,
                     seed=0):
     """Ioffe & Szegedy's Fig. 1 network on digits: 64 pixels → 100 → 100 → 100 → 10 classes, sigmoid.
 
@@ -70,8 +191,8 @@ def sigmoid_mlp_run(batch_norm, steps=600, lr=0.003, optimizer="adam", batch_siz
     model = models.mlp([PIXELS, 100, 100, 100, CLASSES], activation="sigmoid",
                        norm="batch" if batch_norm else None)
     name = sigmoid_input_name(model)
-    hist = train.fit(model, data.digits(), steps=steps, batch_size=batch_size, lr=lr,
-                     optimizer=optimizer, eval_every=eval_every, watch=(name,), seed=seed)
+    hist = train.fit(model, data.digits(), steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                     eval_every=eval_every, eval_train=False, watch=(name,), seed=seed)
     return hist, name
 
 

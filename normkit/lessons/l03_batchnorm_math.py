@@ -2,20 +2,28 @@
 
 - `batch_norm_steps` (Ioffe & Szegedy's Algorithm 1 in four lines, returning `BatchNormSteps`:
   μ_B, σ²_B, x̂, y), on the pre-activations `hidden_preactivations` of a fresh Linear(64, n) layer;
+  `skewness` and `kurtosis`: what standardizing leaves unchanged (the shape of a distribution);
 - `activation_regions`: how much of a normalized unit falls into the sigmoid's near-linear region
-  (|y| < `SIGMOID_LINEAR_HALF_WIDTH`) and into a ReLU's dead half;
-- `batch_stat_spread`: how noisy the batch statistics μ_B, σ²_B are for a given batch size;
+  (|y| < `SIGMOID_LINEAR_HALF_WIDTH`) and where a ReLU outputs 0;
+- dead ReLU units: `active_share` (per unit, the share of examples with output > 0), `dead_share`
+  (units inactive on every example) and `dead_unit_experiment` (a layer with shifted biases, with and
+  without batch norm, and the weight gradients its units get);
+- `batch_stat_spread`: how noisy the batch statistics μ_B, σ²_B are for a given batch size, and
+  `variance_spread`, what statistics predicts for σ²_B from the kurtosis;
 - the exercise checkers `check_batch_norm_train`, `check_identity_params`, `check_batch_norm_backward`.
 """
 from dataclasses import dataclass
 
 import torch
 
-from .. import check
+from torch.nn.functional import cross_entropy
+
+from .. import check, functional
 from ..validate import check_range
 
-__all__ = ["BatchNormSteps", "batch_norm_steps", "hidden_preactivations", "activation_regions",
-           "SIGMOID_LINEAR_HALF_WIDTH", "batch_stat_spread",
+__all__ = ["BatchNormSteps", "batch_norm_steps", "hidden_preactivations", "skewness", "kurtosis",
+           "activation_regions", "SIGMOID_LINEAR_HALF_WIDTH", "active_share", "dead_share",
+           "dead_unit_experiment", "batch_stat_spread", "variance_spread",
            "check_batch_norm_train", "check_identity_params", "check_batch_norm_backward"]
 
 
@@ -59,17 +67,67 @@ def hidden_preactivations(x, n_units=4, seed=0):
         return layer(x)
 
 
+def _moment_ratio(x, k):
+    x = torch.as_tensor(x, dtype=torch.float64)
+    c = x - x.mean(0)
+    return (c ** k).mean(0) / (c ** 2).mean(0) ** (k / 2)
+
+
+def skewness(x):
+    """Skewness E[(x − μ)³]/σ³ of each column (0 for any symmetric distribution)."""
+    return _moment_ratio(x, 3)
+
+
+def kurtosis(x):
+    """Kurtosis κ = E[(x − μ)⁴]/σ⁴ of each column (3 for a Gaussian; not the 'excess' κ − 3)."""
+    return _moment_ratio(x, 4)
+
+
 # ----------------------------------------------------------------------------- where normalized units land
 SIGMOID_LINEAR_HALF_WIDTH = 1.0
 """|y| < 1: where the sigmoid stays within 0.019 of its tangent ½ + y/4 (its 'linear region')."""
 
 
 def activation_regions(y):
-    """(fraction of y in the sigmoid's near-linear region |y| < 1, fraction with y < 0: ReLU's dead half)."""
+    """(fraction of y in the sigmoid's near-linear region |y| < 1, fraction with y < 0, where ReLU outputs 0)."""
     y = torch.as_tensor(y).flatten()
     linear = (y.abs() < SIGMOID_LINEAR_HALF_WIDTH).double().mean().item()
-    dead = (y < 0).double().mean().item()
-    return linear, dead
+    zero = (y < 0).double().mean().item()
+    return linear, zero
+
+
+# ----------------------------------------------------------------------------- dead ReLU units
+def active_share(z):
+    """Per unit (column of z (N, D)), the share of the N examples on which ReLU(z) > 0."""
+    return (torch.as_tensor(z) > 0).double().mean(0)
+
+
+def dead_share(z):
+    """Share of the units (columns of z) that are inactive on *every* example: dead ReLUs."""
+    return (active_share(z) == 0).double().mean().item()
+
+
+def dead_unit_experiment(x, y, bias_shift=-0.5, n_units=100, seed=0):
+    """A Linear(D, n_units) layer whose biases are shifted by `bias_shift` (a bad initialization),
+    then ReLU, a linear read-out and cross-entropy on labels y, over the whole batch x.
+
+    Returns {'default init', 'shifted', 'shifted + BN'}: (active_share per unit (n_units,),
+    norm of each unit's weight gradient (n_units,)). 'default init' is the same layer unshifted;
+    'shifted + BN' puts batch norm (γ = 1, β = 0, batch statistics) between the layer and the ReLU.
+    """
+    torch.manual_seed(seed)
+    layer = torch.nn.Linear(x.shape[1], n_units)
+    readout = torch.nn.Linear(n_units, int(y.max()) + 1)
+    out = {}
+    for name, shift, bn in (("default init", 0.0, False), ("shifted", bias_shift, False),
+                            ("shifted + BN", bias_shift, True)):
+        layer.zero_grad()
+        z = layer(x) + shift
+        if bn:
+            z = functional.batch_norm(z, None, None, training=True)
+        cross_entropy(readout(torch.relu(z)), y).backward()
+        out[name] = (active_share(z.detach()), layer.weight.grad.norm(dim=1))
+    return out
 
 
 # ----------------------------------------------------------------------------- how noisy μ_B and σ²_B are
@@ -89,12 +147,32 @@ def batch_stat_spread(population, batch_sizes, n_batches=500, seed=0):
     return {b: (draws[:, :b].mean(1), draws[:, :b].var(1, correction=0)) for b in batch_sizes}
 
 
+def variance_spread(kappa, batch_size):
+    """Relative spread sd(σ²_B)/σ² of the biased batch variance of `batch_size` independent draws from
+    a distribution with kurtosis `kappa`: (B−1)/B · √((κ − (B−3)/(B−1)) / B), ≈ √((κ−1)/B) for large B
+    (√(2/B) for a Gaussian, κ = 3)."""
+    b = torch.as_tensor(batch_size, dtype=torch.float64)
+    return (b - 1) / b * ((kappa - (b - 3) / (b - 1)) / b).sqrt()
+
+
 # ----------------------------------------------------------------------------- exercise checkers
+def _images(seed):
+    """A seeded (N, C, H, W) = (6, 3, 4, 5) float64 batch, each channel with its own mean and scale,
+    and per-channel γ, β."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 3, 4, 5, generator=g, dtype=torch.float64) * torch.tensor([0.5, 2.0, 1.0]).view(1, 3, 1, 1) \
+        + torch.tensor([1.0, -2.0, 0.3]).view(1, 3, 1, 1)
+    gamma = torch.rand(3, generator=g, dtype=torch.float64) + 0.5
+    beta = torch.randn(3, generator=g, dtype=torch.float64)
+    return x, gamma, beta
+
+
 def check_batch_norm_train(fn):
-    """Exercise: fn(x, gamma, beta, eps) -> y, batch norm of an (N, D) batch in training."""
-    x, gamma, beta = check.bn_inputs(3)
+    """Exercise: fn(x, gamma, beta, eps) -> y, training-mode batch norm of an (N, C, H, W) batch:
+    one μ_B, σ²_B per channel, over the N images and all H·W positions."""
+    x, gamma, beta = _images(3)
     expected = torch.nn.functional.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
-    return check.exercise("batch_norm_train", fn, (x.clone(), gamma, beta, 1e-5), expected,
+    return check.exercise("batch_norm_train (N, C, H, W)", fn, (x.clone(), gamma, beta, 1e-5), expected,
                           "torch.nn.functional.batch_norm")
 
 
@@ -113,10 +191,12 @@ def check_identity_params(fn):
 
 
 def check_batch_norm_backward(fn):
-    """Exercise: fn(dout, x, gamma, eps) -> dx, the input gradient of training-mode BN."""
-    x, gamma, beta = check.bn_inputs(5)
+    """Exercise: fn(dout, x, gamma, eps) -> dx, the input gradient of training-mode batch norm of an
+    (N, C, H, W) batch (statistics per channel over N, H and W)."""
+    x, gamma, beta = _images(5)
     dout = torch.randn(x.shape, generator=torch.Generator().manual_seed(6), dtype=x.dtype)
     xl = x.clone().requires_grad_(True)
-    torch.nn.functional.batch_norm(xl, None, None, gamma, beta, training=True, eps=1e-5).backward(dout)
-    return check.exercise("batch_norm_backward", fn, (dout, x.clone(), gamma, 1e-5), xl.grad,
+    # (y·dout).sum(), not y.backward(dout): passing a gradient tensor makes torch import sympy (~1 s)
+    (torch.nn.functional.batch_norm(xl, None, None, gamma, beta, training=True, eps=1e-5) * dout).sum().backward()
+    return check.exercise("batch_norm_backward (N, C, H, W)", fn, (dout, x.clone(), gamma, 1e-5), xl.grad,
                           "autograd through torch.nn.functional.batch_norm")
