@@ -1,30 +1,40 @@
-"""Notebook 09 (why batch norm works): learning rate, initialization, noisy BN, smoothness.
+"""Notebook 09 (why batch norm works): learning rate, initialization, noisy BN, smoothness,
+diagnostics, and what the batch size does to batch norm's statistics.
 
-Every experiment is a small MLP on the 8×8 digits, trained with plain SGD through `train.fit` for a
-few hundred steps, with and without batch norm:
+Every experiment is the same small MLP on the 8×8 digits, trained with plain SGD for 100 steps,
+with and without batch norm. The 23 runs of the notebook train at once (`experiments`): networks of
+one layout are stacked into one module (`StackedMLP`: one batched matrix multiply per layer) and
+trained through `train.fit`; each gives the numbers it gives alone (`run_mlp`, tested).
 
 - `SIZES`, `mlp` (the notebook's MLP, He init), `scale_init`, `weight_norms`;
-- `run_mlp` (one cached run: a `train.History`), `lr_sweep`, `init_sweep` (the learning-rate and
-  initialization-scale sweeps);
-- `NoisyBatchNorm1d`, `unit_drift`, `noisy_bn_runs` (Santurkar et al. 2018's "noisy BN");
-- `gradient_change`, `Probe`, `smoothness_run` (the loss landscape along the gradient, their Fig. 4);
+- `run_mlp` (one run), `StackedMLP`, `train_stacked`, `experiments` (every run of the notebook;
+  `LRS`, `SCALES`, `NOISY`, `PROBED`), `Record`, `unit_percentiles`, `probes`;
+- `NoisyBatchNorm1d` (Santurkar et al. 2018's "noisy BN");
+- `Probe` (the loss landscape along the gradient, their Fig. 4);
+- `LayerHealth`, `layer_health`, `update_ratios` (Karpathy's diagnostics);
+- `PIXEL`, `unit_values`, `kurtosis`, `batch_means` (the batch statistics of seed 002's claims);
 - the exercise checkers `check_max_stable_lr`, `check_gradient_change`, `check_which_norm` and the
   scenarios `WHICH_NORM_SCENARIOS`.
 """
+import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from .. import check, data, models, train
+from .. import check, data, functional, models, train
 from ..data import CLASSES, PIXELS
 from ..layers import BatchNorm1d
-from ..validate import check_range
+from ..validate import check_int, check_range
 
-__all__ = ["SIZES", "mlp", "scale_init", "weight_norms", "run_mlp", "lr_sweep", "init_sweep",
-           "NoisyBatchNorm1d", "unit_drift", "noisy_bn_runs", "gradient_change", "Probe", "smoothness_run",
+__all__ = ["SIZES", "mlp", "scale_init", "weight_norms", "STEPS", "LRS", "SCALES", "NOISY", "PROBED", "run_mlp",
+           "StackedMLP", "Record", "train_stacked", "experiments", "unit_percentiles", "probes",
+           "NoisyBatchNorm1d", "Probe", "LayerHealth", "layer_health", "update_ratios",
+           "PIXEL", "unit_values", "kurtosis", "batch_means",
            "check_max_stable_lr", "check_gradient_change", "check_which_norm", "WHICH_NORM_SCENARIOS"]
 
 SIZES = [PIXELS, 64, 64, 64, CLASSES]          # the MLP of notebook 09: three hidden ReLU layers of 64
@@ -75,10 +85,20 @@ def _fit(model, lr, steps, seed, **kwargs):
                      **kwargs)
 
 
-# ----------------------------------------------------------------------------- learning rate and initialization
-def run_mlp(norm=None, lr=0.1, scale=1.0, steps=100, seed=0):
-    """One SGD run of mlp(norm) with its initial weights times `scale`: a train.History
-    (cached: sweeps share runs; `history.model` is the trained network)."""
+# ----------------------------------------------------------------------------- one run, and many at once
+STEPS = 100                                     # SGD steps of every run, batches of 64
+LRS = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)          # section 1: the learning rates
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)             # section 2: the initialization scales, at lr 0.1
+NOISY = ((("noisy", 0.5), 0.3), (("noisy", 0.5), 1.0), (("noisy", 1.0), 0.3))   # section 3: (norm, lr)
+PROBED = ((None, 0.1, 1.0), ("batch", 0.1, 1.0))   # section 4: the runs whose landscape is probed
+RECORD_EVERY, PROBE_EVERY = 5, 10               # steps between records, between probes
+UNIT_IMAGES = 128                               # the fixed training images a record looks at
+
+
+def run_mlp(norm=None, lr=0.1, scale=1.0, steps=STEPS, seed=0):
+    """One SGD run of mlp(norm) with its initial weights times `scale`, through train.fit: a
+    train.History (cached; `history.model` is the trained network). `train_stacked` trains many
+    such runs at once and gives the same numbers."""
     return _run_mlp(norm, float(lr), float(scale), steps, seed)
 
 
@@ -87,14 +107,221 @@ def _run_mlp(norm, lr, scale, steps, seed):        # positional only: one cache 
     return _fit(scale_init(mlp(norm, seed), scale), lr, steps, seed)
 
 
-def lr_sweep(lrs, norms=(None, "batch"), steps=100, seed=0):
-    """{(norm, lr): History} for the MLP with and without batch norm, same data, init and batches."""
-    return {(norm, lr): run_mlp(norm, lr, 1.0, steps, seed) for norm in norms for lr in lrs}
+class StackedMLP(nn.Module):
+    """K networks of one layout (all plain, or all with batch norm or noisy batch norm) run as one.
+
+    Each parameter of the K networks is stacked into one (K, …) tensor: a Linear layer becomes one
+    batched matrix multiply, a norm layer one batch norm over K·C features (its statistics are per
+    feature, so per network). Input (B, 64) → logits (B, 10, K); cross_entropy with targets (B, K)
+    gives one loss per network. Every network computes exactly what it would alone, in a fraction of
+    the time; `unstack(k)` copies network k's current values back into `nets[k]`.
+    """
+
+    def __init__(self, nets):
+        super().__init__()
+        self.nets = list(nets)                          # not submodules: training updates the stack
+        template = self.nets[0]
+        layout = [(type(m).__name__.replace("Noisy", ""), tuple(p.shape for p in m.parameters())) for m in template]
+        for net in self.nets:
+            if [(type(m).__name__.replace("Noisy", ""), tuple(p.shape for p in m.parameters())) for m in net] != layout:
+                raise ValueError("nets: expected networks of one layout (all plain, or all with a norm layer), "
+                                 f"got {template} and {net}")
+        self.names = [name for name, _ in template.named_parameters()]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([dict(net.named_parameters())[name].detach() for net in self.nets]))
+            for name in self.names)
+        self._param = dict(zip(self.names, self.stacked))
+        self.linears = [i for i, m in enumerate(template) if isinstance(m, nn.Linear)]
+        self.norms = [i for i, m in enumerate(template) if isinstance(m, BatchNorm1d)]
+        for j, i in enumerate(self.norms):
+            self.register_buffer(f"running_mean{j}", torch.cat([net[i].running_mean for net in self.nets]))
+            self.register_buffer(f"running_var{j}", torch.cat([net[i].running_var for net in self.nets]))
+            noise = [torch.full_like(net[i].running_mean, getattr(net[i], "noise", 0.0)) for net in self.nets]
+            self.register_buffer(f"noise{j}", torch.cat(noise))
+        self.noisy = any(getattr(net[i], "noise", 0.0) for net in self.nets for i in self.norms)
+
+    def forward(self, x, hidden=None):
+        """Logits (B, classes, K); with `hidden` = j, stop at the input of the j-th ReLU (B, K·C)."""
+        k, b = len(self.nets), len(x)
+        h = x
+        for j, i in enumerate(self.linears):
+            w = self._param[f"{i}.weight"]                                   # (K, out, in)
+            if j == 0:                                                       # one input for all: one matmul
+                h = x @ w.reshape(-1, w.shape[2]).T                          # (B, K·out)
+            else:
+                h = torch.bmm(h.view(b, k, -1).transpose(0, 1), w.transpose(1, 2)).transpose(0, 1).reshape(b, -1)
+            if f"{i}.bias" in self._param:
+                h = h + self._param[f"{i}.bias"].reshape(-1)
+            if j == len(self.linears) - 1:
+                return h.view(b, k, -1).transpose(1, 2)                      # (B, classes, K)
+            if self.norms:
+                bn = self.nets[0][self.norms[j]]
+                h = functional.batch_norm(h, getattr(self, f"running_mean{j}"), getattr(self, f"running_var{j}"),
+                                          self._param[f"{self.norms[j]}.weight"].reshape(-1),
+                                          self._param[f"{self.norms[j]}.bias"].reshape(-1),
+                                          training=self.training, momentum=bn.momentum, eps=bn.eps)
+                if self.training and self.noisy:                 # NoisyBatchNorm1d's draws, per network
+                    noise = getattr(self, f"noise{j}")
+                    h = h * torch.exp(noise * torch.randn_like(noise)) + noise * torch.randn_like(noise)
+            if j + 1 == hidden:
+                return h
+            h = torch.relu(h)
+
+    @torch.no_grad()
+    def unstack(self, k):
+        """Copy network k's current parameters and running statistics into nets[k]; return it."""
+        net = self.nets[k]
+        params = dict(net.named_parameters())
+        for name, p in zip(self.names, self.stacked):
+            params[name].copy_(p[k])
+        for j, i in enumerate(self.norms):
+            c = net[i].num_features
+            net[i].running_mean.copy_(getattr(self, f"running_mean{j}")[k * c:(k + 1) * c])
+            net[i].running_var.copy_(getattr(self, f"running_var{j}")[k * c:(k + 1) * c])
+        return net
 
 
-def init_sweep(scales, norms=(None, "batch"), lr=0.1, steps=100, seed=0):
-    """{(norm, scale): History}: the He initialization multiplied by `scale`, then trained."""
-    return {(norm, s): run_mlp(norm, lr, s, steps, seed) for norm in norms for s in scales}
+class _StackedSGD:
+    """Plain SGD on a StackedMLP, one learning rate per network. Keeps ‖∇‖ of every parameter of
+    every network at every step: for each network what train.fit's History.grad_norm holds."""
+
+    def __init__(self, stack, lrs):
+        self.params = list(stack.stacked)
+        self.lr = torch.tensor(lrs, dtype=torch.float32)
+        self.param_groups = [{"params": self.params, "lr": 1.0}]      # what train.fit looks at
+        self.grad_norms = []                                          # per step: (parameters, K)
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self):
+        self.grad_norms.append(torch.stack([p.grad.flatten(1).norm(dim=1) for p in self.params]))
+        for p in self.params:
+            p.sub_(p.grad * self.lr.view(-1, *[1] * (p.dim() - 1)))
+
+
+@dataclass
+class Record:
+    """What a run records every RECORD_EVERY steps, before that step's update."""
+    step: int
+    weight_norm: dict     # Linear weight name ("0.weight", …) -> ‖W‖
+    unit: list            # 15/50/85th percentiles of unit 0 at the input of the 2nd ReLU (training mode)
+    probe: object = None  # a Probe of the landscape along this step's gradient (PROBED runs, every PROBE_EVERY steps)
+
+
+def _unit_percentiles(stack, x):
+    """Per network: 15/50/85th percentiles of unit 0 at the input of the second ReLU on x, in
+    training mode: what the next layer sees at this step, noise included (the running statistics
+    this pass would update are restored)."""
+    buffers = [b.clone() for b in stack.buffers()]
+    with torch.no_grad():
+        unit = stack(x, hidden=2).view(len(x), len(stack.nets), -1)[:, :, 0]
+        for b, b0 in zip(stack.buffers(), buffers):
+            b.copy_(b0)
+    return torch.quantile(unit, torch.tensor([0.15, 0.5, 0.85]), dim=0).T.tolist()
+
+
+def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_factors):
+    nets = [scale_init(mlp(norm, seed), scale) for norm, _, scale in configs]
+    stack = StackedMLP(nets)
+    opt = _StackedSGD(stack, [lr for _, lr, _ in configs])
+    k, hists = len(nets), [train.History(model=net) for net in nets]
+    alive, evaluated = [True] * k, {}
+    images = data.digits().x_train[:UNIT_IMAGES]
+    weights = [name for name in stack.names if name.endswith("weight") and int(name.split(".")[0]) in stack.linears]
+
+    def loss_fn(logits, y):
+        per = cross_entropy(logits, y.reshape(-1, 1).expand(-1, k), reduction="none").mean(0)   # (K,)
+        if y.dim() == 2:                       # fit's evaluation on the test set (labels (N, 1)), at the end
+            evaluated["acc"] = (logits.argmax(1) == y).float().mean(0).tolist()
+            evaluated["loss"] = per.tolist()
+            return per.mean()
+        values = per.tolist()
+        for i, v in enumerate(values):
+            if alive[i]:
+                hists[i].loss.append(float("nan") if train.diverged(v) else v)
+                if train.diverged(v):          # as fit stops one network: here, before this step's update
+                    alive[i], hists[i].diverged = False, True
+                    stack.unstack(i)
+                    opt.lr[i] = 0.0
+        live = [v for v, a in zip(values, alive) if a]
+        total = torch.where(torch.tensor(alive), per, 0.0).sum()      # each network: its own gradient
+        return total - total.detach() + (sum(live) / len(live) if live else math.inf)   # fit sees the mean
+
+    def record(model, x, y):           # draws the step's noise, then gives the random state back
+        step, rng = len(opt.grad_norms), torch.get_rng_state()
+        norms = torch.stack([stack._param[name].flatten(1).norm(dim=1) for name in weights]).T.tolist()
+        units = _unit_percentiles(stack, images)
+        for i in range(k):
+            if alive[i]:
+                probe = None
+                if configs[i] in probed and step % probe_every == 0:
+                    probe = _probe(stack.unstack(i), x, y, [configs[i][1] * f for f in step_factors])
+                hists[i].extra.append(Record(step, dict(zip(weights, norms[i])), units[i], probe))
+        torch.set_rng_state(rng)
+
+    train.fit(stack, _labels_as_columns(data.digits()), steps=steps, optimizer=opt, loss_fn=loss_fn,
+              eval_every=None, eval_train=False, callback=record, callback_every=record_every, seed=seed)
+    grads = torch.stack(opt.grad_norms) if opt.grad_norms else torch.zeros(0, len(stack.names), k)
+    for i, h in enumerate(hists):
+        done = len(h.loss) - h.diverged                    # steps whose update was made
+        h.grad_norm = {name: grads[:done, p, i].tolist() for p, name in enumerate(stack.names)}
+        if not h.diverged:
+            stack.unstack(i)
+            h.eval_steps, h.test_acc, h.test_loss = [steps], [evaluated["acc"][i]], [evaluated["loss"][i]]
+    return hists
+
+
+def _labels_as_columns(split):
+    """The split with test labels of shape (N, 1): fit's evaluation compares them with the stack's
+    predictions (N, K), one column per network, and passes them to the loss, which tells evaluation
+    from training by their shape and keeps each network's test accuracy and loss."""
+    return dataclasses.replace(split, y_test=split.y_test[:, None])
+
+
+def train_stacked(configs, steps=STEPS, seed=0, probed=(), record_every=RECORD_EVERY, probe_every=PROBE_EVERY,
+                  step_factors=(0.5, 1, 2, 4)):
+    """Train mlp(norm), its initial weights times `scale`, with plain SGD(lr) for every (norm, lr,
+    scale) in `configs`: all the plain networks as one StackedMLP, all the normalized ones as
+    another, through train.fit; same initial weights and batches as run_mlp.
+
+    Returns {config: History} with what fit records for one network: the loss of every step
+    (stopped at divergence, as fit does), the test accuracy at the end, grad_norm of every
+    parameter at every step, the trained network as .model; and in .extra a Record every
+    `record_every` steps (with a Probe of the landscape every `probe_every` steps for the configs
+    in `probed`, at step sizes lr·step_factors).
+    """
+    check_int("steps", steps)
+    configs = [(norm, float(lr), float(scale)) for norm, lr, scale in configs]
+    probed = {(norm, float(lr), float(scale)) for norm, lr, scale in probed}
+    out = {}
+    for group in ([c for c in configs if c[0] is None], [c for c in configs if c[0] is not None]):
+        if group:
+            out.update(zip(group, _train_stack(group, steps, seed, probed, record_every, probe_every, step_factors)))
+    return {c: out[c] for c in configs}
+
+
+@functools.lru_cache(maxsize=None)
+def experiments(steps=STEPS, seed=0):
+    """Every run of notebook 09, trained at once (cached): {(norm, lr, scale): History} for the
+    learning rates LRS and the initialization scales SCALES (at lr 0.1), with and without batch
+    norm, and the noisy-BN runs NOISY; the PROBED runs carry the landscape probes."""
+    configs = ([(norm, lr, 1.0) for norm in (None, "batch") for lr in LRS]
+               + [(norm, 0.1, s) for norm in (None, "batch") for s in SCALES if s != 1.0]
+               + [(norm, lr, 1.0) for norm, lr in NOISY])
+    return train_stacked(configs, steps, seed, probed=PROBED)
+
+
+def unit_percentiles(run):
+    """(records, 3): the 15/50/85th percentiles of unit 0 at the input of the 2nd ReLU, every RECORD_EVERY steps."""
+    return np.array([r.unit for r in run.extra])
+
+
+def probes(run):
+    """The Probes of a PROBED run, in order (one every PROBE_EVERY steps)."""
+    return [r.probe for r in run.extra if r.probe is not None]
 
 
 # ----------------------------------------------------------------------------- noisy batch norm
@@ -120,52 +347,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
         return out * s + m
 
 
-def unit_drift(model, layer, x):
-    """15/50/85th percentiles of unit 0 of `model[layer]`'s output on x, in the current mode.
-
-    In training mode that is what the next layer sees at this step (noise included); the running
-    statistics this extra forward pass would update are restored.
-    """
-    captured, buffers = {}, [b.clone() for b in model.buffers()]
-    hook = model[layer].register_forward_hook(lambda m, i, o: captured.__setitem__("o", o.detach()))
-    with torch.no_grad():
-        model(x)
-        for b, b0 in zip(model.buffers(), buffers):
-            b.copy_(b0)
-    hook.remove()
-    return torch.quantile(captured["o"][:, 0], torch.tensor([0.15, 0.5, 0.85])).tolist()
-
-
-def noisy_bn_runs(lr=0.3, noise=0.5, steps=100, probe_every=5, seed=0):
-    """Santurkar et al. 2018's experiment: standard vs BN vs noisy BN, same init and batches.
-
-    Returns {"standard": History, "batch norm": History, "noisy batch norm": History}; history.extra
-    holds, every `probe_every` steps, the 15/50/85th percentiles of unit 0 at the input of the second
-    ReLU (after the norm layer, noise included) on a fixed set of 256 training images.
-    """
-    probe = data.digits().x_train[:256]
-    out = {}
-    for name, norm in (("standard", None), ("batch norm", "batch"), ("noisy batch norm", ("noisy", noise))):
-        layer = 2 if norm is None else 4               # second Linear / second norm layer: before the ReLU
-        out[name] = _fit(mlp(norm, seed), lr, steps, seed, callback_every=probe_every,
-                         callback=lambda m, x, y, layer=layer: unit_drift(m, layer, probe))
-    return out
-
-
 # ----------------------------------------------------------------------------- smoothness
-def gradient_change(f, w, step):
-    """‖∇f(w) − ∇f(w − step·∇f(w))‖: how much the gradient changes along one gradient step.
-
-    Small means the gradient we step along is still the gradient where we land ("predictive").
-    f maps a tensor to a scalar tensor.
-    """
-    w = w.detach().requires_grad_(True)
-    g, = torch.autograd.grad(f(w), w)
-    w2 = (w - step * g).detach().requires_grad_(True)
-    g2, = torch.autograd.grad(f(w2), w2)
-    return (g2 - g).norm().item()
-
-
 @dataclass
 class Probe:
     """What the landscape looks like along the gradient at one step (Santurkar et al. 2018, Fig. 4)."""
@@ -176,38 +358,102 @@ class Probe:
 
 
 def _probe(model, x, y, etas):
-    params = [p for p in model.parameters() if p.requires_grad]
-    buffers = [b.clone() for b in model.buffers()]
+    """A Probe of `model` (a Sequential of Linear, norm and ReLU layers) at the batch (x, y): its
+    gradient g, then the loss and the gradient at w − η·g for every η of `etas`, all η at once (one
+    StackedMLP of copies; the model itself, its running statistics included, is left as it was)."""
+    params, buffers = [p for p in model.parameters() if p.requires_grad], [b.clone() for b in model.buffers()]
     g = torch.autograd.grad(cross_entropy(model(x), y), params)
-    gnorm = torch.sqrt(sum((gi * gi).sum() for gi in g)).item()
-    saved = [p.detach().clone() for p in params]
-    losses, changes, betas = [], [], []
-    for eta in etas:
-        with torch.no_grad():
-            for p, p0, gi in zip(params, saved, g):
-                p.copy_(p0 - eta * gi)
-        loss = cross_entropy(model(x), y)
-        g2 = torch.autograd.grad(loss, params)
-        change = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(g2, g))).item()
-        losses.append(loss.item())
-        changes.append(change)
-        betas.append(change / (eta * gnorm + 1e-12))
-    with torch.no_grad():                      # back to where we were: weights and running stats
-        for p, p0 in zip(params, saved):
-            p.copy_(p0)
-        for b, b0 in zip(model.buffers(), buffers):
+    with torch.no_grad():
+        for b, b0 in zip(model.buffers(), buffers):      # what this pass moved: the running statistics
             b.copy_(b0)
+    gnorm = torch.sqrt(sum((gi * gi).sum() for gi in g)).item()
+    stack = StackedMLP([model] * len(etas))
+    step = torch.tensor(etas, dtype=g[0].dtype)
+    with torch.no_grad():
+        for p, gi in zip(stack.stacked, g):
+            p.sub_(step.view(-1, *[1] * gi.dim()) * gi)
+    losses = cross_entropy(stack(x), y[:, None].expand(-1, len(etas)), reduction="none").mean(0)
+    g2 = torch.autograd.grad(losses.sum(), list(stack.stacked))
+    changes = torch.sqrt(sum(((a - b) ** 2).flatten(1).sum(1) for a, b in zip(g2, g))).tolist()
+    losses = losses.tolist()
+    betas = [c / (eta * gnorm + 1e-12) for c, eta in zip(changes, etas)]
     return Probe(min(losses), max(losses), max(changes), max(betas))
 
 
-def smoothness_run(norm, lr=0.1, steps=100, probe_every=5, step_factors=(0.5, 1, 2, 4), seed=0):
-    """Train the MLP with SGD(lr); every `probe_every` steps probe the landscape along the gradient
-    at step sizes η = lr·factor (weights and running statistics are restored after the probe).
-    Returns a train.History whose .extra holds one Probe per probed step.
+# ----------------------------------------------------------------------------- diagnostics (Karpathy's habit)
+@dataclass
+class LayerHealth:
+    """One hidden layer on one batch: what its ReLU receives, and the gradient the layer sends back."""
+    pre: torch.Tensor     # (N, C): the input of the ReLU (after the norm layer, if any)
+    grad: torch.Tensor    # (N, C): ∂loss/∂(the ReLU's output), what backpropagation brings to the layer
+
+    @property
+    def inactive(self):
+        """Share of ReLU inputs ≤ 0 (output 0, no gradient through them): ReLU's saturation."""
+        return (self.pre <= 0).float().mean().item()
+
+    @property
+    def dead(self):
+        """Share of units whose input is ≤ 0 on every example of the batch: they no longer learn."""
+        return (self.pre <= 0).all(0).float().mean().item()
+
+
+def layer_health(model, x, y):
+    """One forward and backward pass of `model` on (x, y) in training mode: a LayerHealth per hidden
+    layer (per ReLU), in order. No parameter gradient is kept; running statistics are restored."""
+    inputs, outputs, buffers = [], [], [b.clone() for b in model.buffers()]
+
+    def keep(module, args, out):
+        inputs.append(args[0])
+        outputs.append(out)
+    hooks = [m.register_forward_hook(keep) for m in model.modules() if isinstance(m, nn.ReLU)]
+    try:
+        grads = torch.autograd.grad(cross_entropy(model(x), y), outputs)
+    finally:
+        for h in hooks:
+            h.remove()
+        with torch.no_grad():
+            for b, b0 in zip(model.buffers(), buffers):
+                b.copy_(b0)
+    return [LayerHealth(p.detach(), g) for p, g in zip(inputs, grads)]
+
+
+def update_ratios(run, lr):
+    """Karpathy's update-to-data ratio of each Linear layer of `run` (a History of train_stacked),
+    log10(lr·‖∇W‖ / ‖W‖): the relative change one SGD step makes to the weights.
+
+    Read from what the run records: ‖∇W‖ of every step in run.grad_norm, ‖W‖ in the Records.
+    Returns (steps, array (layers, steps)), layers in order.
     """
-    etas = [lr * f for f in step_factors]
-    return _fit(mlp(norm, seed), lr, steps, seed, callback=lambda m, x, y: _probe(m, x, y, etas),
-                callback_every=probe_every)
+    recs = [r for r in run.extra if r.step < len(next(iter(run.grad_norm.values())))]
+    names = list(recs[0].weight_norm)
+    ratio = [[lr * run.grad_norm[name][r.step] / r.weight_norm[name] for r in recs] for name in names]
+    return np.array([r.step for r in recs]), np.log10(ratio)
+
+
+# ----------------------------------------------------------------------------- batch statistics (seed 002)
+PIXEL = 42        # row 5, column 2 of the 8×8 digits: no ink in many images, full ink in many others
+
+
+def unit_values(pixel=PIXEL):
+    """The unit of the batch-size section: one pixel over the 1,300 training images (float64)."""
+    return data.digits().x_train[:, pixel].double()
+
+
+def kurtosis(v):
+    """E[(v − μ)⁴] / σ⁴ of a 1-D tensor: 3 for a Gaussian, 1 for two equal spikes, < 3 for two modes."""
+    d = v - v.mean()
+    return ((d ** 4).mean() / (d ** 2).mean() ** 2).item()
+
+
+def batch_means(values, batch_size, n_batches=2000, seed=0):
+    """μ_B of `n_batches` mini-batches of `values`, drawn as training draws them: the batches of
+    train.batches (a fresh permutation every epoch, an epoch's incomplete last batch skipped)."""
+    check_int("batch_size", batch_size, 1, len(values))
+    gen, per_epoch = torch.Generator().manual_seed(seed), len(values) // batch_size
+    epochs = [torch.randperm(len(values), generator=gen)[:per_epoch * batch_size]
+              for _ in range(-(-n_batches // per_epoch))]
+    return values[torch.cat(epochs)[:n_batches * batch_size].view(n_batches, batch_size)].mean(1)
 
 
 # ----------------------------------------------------------------------------- exercise checkers
