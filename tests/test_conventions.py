@@ -33,16 +33,103 @@ def test_every_cell_has_a_slide_type(nb):
     assert not missing, f"cells without slideshow.slide_type: {missing}"
 
 
-def test_first_cell_states_the_learning_goal(nb):
+def test_first_cell_states_goal_prerequisites_and_time(nb):
     first = nb["cells"][0]
     assert first["cell_type"] == "markdown"
-    assert "After this notebook you will be able to" in _text(first)
+    text = _text(first)
+    assert "After this notebook you will be able to" in text
+    assert "**Prerequisites:**" in text, "the first cell names the prerequisites (**Prerequisites:** …)"
+    assert re.search(r"\*\*Time:\*\* about \d+ minutes", text), "say **Time:** about N minutes in the first cell"
 
 
-def test_ends_with_exercises_and_summary(nb):
-    tail = "\n".join(_text(c) for c in nb["cells"][-4:] if c["cell_type"] == "markdown")
-    assert re.search(r"^#+ .*Exercises", tail, re.M), "no Exercises heading near the end"
-    assert re.search(r"^#+ .*Summary", tail, re.M), "no Summary heading near the end"
+def _headings(nb):
+    """(cell index, heading text) of every markdown heading."""
+    return [(i, m.group(1)) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "markdown"
+            for m in re.finditer(r"^#+ (.*)$", _text(c), re.M)]
+
+
+def test_ends_with_exercises_questions_summary_references(nb):
+    """Exercises, then 2–3 written questions on their own slide, the summary, and the references last."""
+    heads = _headings(nb)
+    where = {key: max((i for i, h in heads if re.match(key, h)), default=None)
+             for key in ("Exercises|.*Exercises", "Questions", "Summary", "References")}
+    assert all(v is not None for v in where.values()), f"missing headings: {[k for k, v in where.items() if v is None]}"
+    assert list(where.values()) == sorted(where.values()), f"expected this order near the end: {where}"
+    assert where["References"] == len(nb["cells"]) - 1, "the references are the last cell"
+    questions = nb["cells"][where["Questions"]]
+    assert questions["metadata"]["slideshow"]["slide_type"] == "slide", "the questions get their own slide"
+    n = len(re.findall(r"^\d+\. ", _text(questions), re.M))
+    assert 2 <= n <= 3, f"expected 2–3 numbered written questions, found {n}"
+
+
+# A citation in the prose: "Ioffe & Szegedy 2015", "Santurkar et al. (2018)", "Bishop 1995".
+CITATION = re.compile(r"\b([A-Z][a-zA-Z-]+)(?: et al\.| & [A-Z][a-zA-Z-]+| and [A-Z][a-zA-Z-]+)?,? "
+                      r"\(?((?:19|20)\d\d)\b")
+NOT_AUTHORS = {"In", "Since", "From", "By", "The", "Fig", "Table", "Python", "PyTorch", "Keras", "TensorFlow",
+               "ImageNet", "ICML", "NeurIPS", "ICLR", "CVPR", "ECCV", "ICCV", "JMLR", "Dec", "Figure", "Until"}
+
+
+def test_every_cited_paper_is_in_the_references_with_a_link(nb):
+    """Every "Author et al. YEAR" of the prose has a line in the last cell with the surname, the
+    year and a link (arXiv or DOI for papers)."""
+    refs = _text(nb["cells"][-1]).splitlines()
+    prose = "\n".join(_text(c) for c in nb["cells"][:-1] if c["cell_type"] == "markdown")
+    cited = {(m.group(1), m.group(2)) for m in CITATION.finditer(prose) if m.group(1) not in NOT_AUTHORS}
+    missing = [f"{name} {year}" for name, year in sorted(cited)
+               if not any(name in ln and year in ln and "https://" in ln for ln in refs)]
+    assert not missing, f"cited without a linked reference in the last cell: {missing}"
+    for ln in refs:
+        if ln.startswith("- "):
+            assert "https://" in ln, f"reference without a link: {ln}"
+
+
+# Where SYLLABUS.md says a seed statement is quoted and corrected: notebook -> seeds with a box there.
+CORRECTIONS = {"01": {"000"}, "03": {"000"}, "04": {"000", "003"}, "06": {"003", "004"}, "07": {"004"},
+               "09": {"002"}}
+HANGUL = re.compile(r"[\uac00-\ud7a3]")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_seed_corrections_are_boxed(path):
+    """A seed statement the course corrects gets a box: the Korean quote, what holds, the evidence here."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    boxes = [_text(c) for c in nb["cells"] if c["cell_type"] == "markdown" and "**The lecture notes say**" in _text(c)]
+    seeds = set()
+    for box in boxes:
+        quote = box[box.index("**The lecture notes say**"):]
+        m = re.match(r"\*\*The lecture notes say\*\* \(seeds? (\d{3})", quote)
+        assert m, f"a box names its seed: (seed 00N) after the label:\n{box[:200]}"
+        seeds.add(m.group(1))
+        assert HANGUL.search(quote.split("\n")[0]), f"the box quotes the seed's Korean text:\n{box[:200]}"
+        for label in ("**What holds:**", "**Evidence here:**"):
+            assert label in box, f"the box lacks {label}:\n{box[:200]}"
+        lines = [ln for ln in box.strip().splitlines() if ln.strip()]
+        assert all(ln.startswith(">") for ln in lines), "a box is one blockquote"
+    missing = CORRECTIONS.get(path.name[:2], set()) - seeds
+    assert not missing, f"no correction box for seed(s) {sorted(missing)} (SYLLABUS: seed statements to correct)"
+
+
+def test_exercises_say_a_cross_before_coding_is_expected(nb):
+    code = "\n".join(_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    if "lesson.check_" not in code:
+        return
+    prose = [_text(c) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    assert any("✗" in t and "expected" in t for t in prose), \
+        "tell the student that a ✗ before they have written code is expected"
+
+
+SMALL_TEXT = re.compile(r"\b(?:fontsize|labelsize|titlesize|size)[\"']?\s*[=:]\s*"
+                        r"(?:[\"'](?:xx-small|x-small|small)[\"']|"
+                        r"(?:[0-9]|10)(?:\.\d+)?\b)")
+
+
+def test_figure_text_is_readable_on_a_projector():
+    """explore.STYLE sets 11–13 pt; nothing passes a smaller size (issue 13: 1280×720 projectors)."""
+    sources = {p.name: "\n".join(_text(c) for c in json.loads(p.read_text(encoding="utf-8"))["cells"]
+                                 if c["cell_type"] == "code") for p in NOTEBOOKS}
+    sources |= {p.name: p.read_text(encoding="utf-8") for p in (ROOT / "normkit").rglob("*.py")}
+    small = {name: SMALL_TEXT.findall(src) for name, src in sources.items() if SMALL_TEXT.search(src)}
+    assert not small, f"text smaller than 11 pt: {small}"
 
 
 def test_committed_executed_without_errors(nb):
