@@ -32,7 +32,7 @@ from normkit.lessons import l10_distributed_batchnorm as lesson
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-replica", type=int, default=4, help="samples per replica and step")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=100)   # as notebook 10 trains
     parser.add_argument("--no-sync", action="store_true", help="keep plain (per-replica) batch norm")
     args = parser.parse_args()
 
