@@ -8,7 +8,7 @@
   different batches, training vs eval mode);
 - `batch_norm_of_one`: what the training formula does to a batch of one example;
 - `placement_experiment`: batch norm before vs after the activation, several seeds trained at once
-  (`MLPStack`, `StackedLinear`) through `train.fit` with `train.stacked_cross_entropy`, with the
+  (`models.Stack`) through `train.fit` with `train.stacked_cross_entropy`, with the
   share of dead units;
 - the exercise checkers `check_running_mean`, `check_running_var`, `check_bn_inference`.
 """
@@ -18,14 +18,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from .. import check, layers, models, train
 from ..validate import check_int, check_range
 
 __all__ = ["RunningTrace", "running_stats_trace", "keras_moving_average", "ema_steps_to_forget",
-           "prediction_by_company", "batch_norm_of_one", "StackedLinear", "MLPStack",
-           "placement_experiment",
+           "prediction_by_company", "batch_norm_of_one", "placement_experiment",
            "check_running_mean", "check_running_var", "check_bn_inference"]
 
 
@@ -127,68 +125,13 @@ def batch_norm_of_one(x, gamma, beta, eps=1e-5):
 
 
 # ----------------------------------------------------------------------------- BN before or after the activation
-class StackedLinear(nn.Module):
-    """K Linear layers of one shape as one batched product: (N, K, in) -> (N, K, out)."""
-
-    def __init__(self, linears):
-        super().__init__()
-        self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in linears]))     # (K, out, in)
-        self.bias = (nn.Parameter(torch.stack([m.bias.detach() for m in linears]))        # (K, out)
-                     if linears[0].bias is not None else None)
-
-    def forward(self, x):
-        y = torch.einsum("nki,koi->nko", x, self.weight)
-        return y if self.bias is None else y + self.bias
-
-
-class MLPStack(nn.Module):
-    """K networks of one `models.mlp` architecture trained as one: one forward pass for all members.
-
-    Each Linear becomes one batched product over the members (`StackedLinear`); each BatchNorm1d
-    becomes one BatchNorm1d over the K·width features (batch norm treats every feature on its own,
-    so the members do not mix); activations are elementwise. Input (N, inputs) is shared by all
-    members, (N, K, inputs) gives member k the examples [:, k]. Output: (N, classes, K) logits. With
-    `train.stacked_cross_entropy` each member's gradient is the one it would get trained alone, and
-    so is its SGD step, up to rounding.
-    """
-
-    def __init__(self, members):
-        super().__init__()
-        self.k = len(members)
-        self.layers = nn.ModuleList()
-        for mods in zip(*members):
-            if isinstance(mods[0], nn.Linear):
-                self.layers.append(StackedLinear(mods))
-            elif isinstance(mods[0], layers.BatchNorm1d):
-                bn = layers.BatchNorm1d(self.k * mods[0].num_features, mods[0].eps, mods[0].momentum)
-                with torch.no_grad():
-                    for name in ("weight", "bias", "running_mean", "running_var"):
-                        getattr(bn, name).copy_(torch.cat([getattr(m, name) for m in mods]))
-                self.layers.append(bn)
-            else:
-                self.layers.append(mods[0])             # an activation: elementwise, no parameters
-
-    def forward(self, x, activations=None):
-        """(N, classes, K) logits; every activation's output (N, K, width) is appended to `activations`."""
-        if x.dim() == 2:                                # the same examples for every member
-            x = x.unsqueeze(1).expand(-1, self.k, -1)
-        for layer in self.layers:
-            if isinstance(layer, layers.BatchNorm1d):
-                x = layer(x.reshape(len(x), -1)).view_as(x)
-            else:
-                x = layer(x)
-                if activations is not None and not isinstance(layer, StackedLinear):
-                    activations.append(x)
-        return x.transpose(1, 2)
-
-
 def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activation="relu",
                          steps=100, batch_size=32, lr=0.1):
     """Train the same MLP with BN before and with BN after the activation, once per seed.
 
     Before (Ioffe & Szegedy; seed 004): Linear(no bias) → BN → act. After (seed 000):
     Linear → act → BN. A seed fixes a member's initial weights (the same for both placements) and
-    its order of the training examples. All members of a placement train at once (`MLPStack`,
+    its order of the training examples. All members of a placement train at once (`models.Stack`,
     through `train.fit`). Returns {"before": [test accuracy per seed], "after": [...],
     "dead_before": [...], "dead_after": [...]}: dead = the fraction of hidden units whose
     activation is 0 on every training example.
@@ -203,7 +146,7 @@ def placement_experiment(data, seeds=(0, 1, 2), sizes=(64, 32, 32, 10), activati
         for seed in seeds:
             torch.manual_seed(seed)
             members.append(models.mlp(list(sizes), activation, norm="batch", norm_after_activation=after))
-        stack = MLPStack(members)
+        stack = models.Stack(members)
         # fit's own test accuracy is the members' mean; each member's is below
         train.fit(stack, own, steps=steps, batch_size=batch_size, lr=lr, eval_every=None, eval_train=False,
                   seed=seeds[0], loss_fn=train.stacked_cross_entropy)

@@ -5,8 +5,9 @@ module holds what the notebook measures with it:
 
 - `dropout_moments` (train-mode mean and variance relative to eval mode, vs p),
   `dropout_train_variance` (Li et al. 2019's variance shift, in closed form);
-- `StackedMLPs`, `train_grid`, `Grid` (the same MLP with neither, dropout, batch norm or both, on
-  clean and on noisy labels, a few seeds each: every run of the notebook, trained at once);
+- `train_grid`, `Grid` (the same MLP with neither, dropout, batch norm or both, on
+  clean and on noisy labels, a few seeds each: every run of the notebook, trained at once as
+  `models.Stack`s);
 - `mc_dropout` / `predictive_spread` / `auroc` (MC dropout uncertainty, Gal & Ghahramani 2016);
 - `variance_shift` (measure the shift on a Dropout → BatchNorm1d pair), `bn_input_variance`,
   `recalibrate_bn` (the shift in a trained network, and its fix);
@@ -23,7 +24,7 @@ from ..data import CLASSES, PIXELS
 from ..validate import check_int, check_range
 
 __all__ = ["dropout_train_variance", "dropout_moments", "variance_shift", "bn_input_variance", "recalibrate_bn",
-           "mc_dropout", "predictive_spread", "auroc", "VARIANTS", "StackedMLPs", "Grid", "train_grid",
+           "mc_dropout", "predictive_spread", "auroc", "VARIANTS", "Grid", "train_grid",
            "check_dropout", "check_dropout_variance", "check_variation_ratio"]
 
 
@@ -189,105 +190,41 @@ def auroc(scores_in, scores_out):
 
 
 # ----------------------------------------------------------------------------- every run at once
-# The four networks the notebook compares, as (norm, dropout?) for models.mlp. Stacked in this order:
-# the batch-norm models are the first half and the dropout models the middle half of the stack.
+# The four networks the notebook compares, as (norm, dropout?) for models.mlp, in the grid's order.
 VARIANTS = {"batch norm": ("batch", False), "batch norm + dropout": ("batch", True),
             "dropout": (None, True), "neither": (None, False)}
 
 
-class StackedMLPs(nn.Module):
-    """Several MLPs (`models.mlp` with `sizes`), one per entry of `seeds` for each of VARIANTS,
-    evaluated as one batched network.
-
-    Model k has its own weights (layer i: a (K, in, out) stack), its own batch-norm statistics and
-    γ, β, and its own dropout masks; only the arithmetic is shared: one `bmm` per layer instead of
-    K small matrix products, and all parameters in one flat tensor, so that the optimizer makes one
-    update per step, not one per tensor. Input (B, in), shared by all models; output
-    (B, classes, K), the layout `cross_entropy` takes with per-model labels (B, K). Model k starts
-    from the weights that `models.mlp` draws after `torch.manual_seed(seeds[k % len(seeds)])`, and
-    `model(k)` gives it back as that `models.mlp`, to inspect a trained model as a lone one.
-    """
+class _Grid(nn.Module):
+    """Every network of the grid, evaluated as one: one `models.Stack` per variant of VARIANTS (a
+    Stack holds networks of one layout), with `seeds` (one network per entry) each. Input (B, in),
+    shared; output (B, classes, K), the variants' stacks side by side, the layout `cross_entropy`
+    takes with per-network labels (B, K). Network k of a variant starts from the weights that
+    `models.mlp` draws after `torch.manual_seed(seeds[k])`; `model(k)` gives network k of the grid
+    back as that `models.mlp`, with its trained weights and batch-norm statistics, in eval mode."""
 
     def __init__(self, sizes, p, seeds):
         super().__init__()
         check_range("p", p, 0.0, 1.0)
-        self.sizes, self.p, self.n = list(sizes), p, len(seeds)
-        self.variants = list(VARIANTS)
-        self.seeds = [s for _ in VARIANTS for s in seeds]
-        normed = 2 * self.n                                                  # the batch-norm models
-        inits = [self._init(v, s) for v in VARIANTS for s in seeds]         # per model: [(W, b), ...]
-        parts, self._layout = [], []
-        for i in range(len(sizes) - 1):
-            parts += [torch.stack([m[i][0] for m in inits]), torch.stack([m[i][1] for m in inits]).unsqueeze(1)]
-        for width in sizes[1:-1]:                                            # batch norm's γ = 1, β = 0
-            parts += [torch.ones(normed * width), torch.zeros(normed * width)]
-        offset = 0
-        for t in parts:
-            self._layout.append((offset, t.shape))
-            offset += t.numel()
-        self.flat = nn.Parameter(torch.cat([t.flatten() for t in parts]))
-        # A hidden Linear before batch norm has no bias (models.mlp): a 0 here keeps it 0 (zero gradient).
-        self.register_buffer("bias_on", torch.ones(len(inits), 1, 1))
-        self.bias_on[:normed] = 0
-        self.norms = nn.ModuleList([layers.BatchNorm1d(normed * width, affine=False) for width in sizes[1:-1]])
-        self.drop = layers.Dropout(p)
-
-    def _init(self, variant, seed):
-        norm, drop = VARIANTS[variant]
-        torch.manual_seed(seed)
-        net = models.mlp(self.sizes, norm=norm, dropout=self.p if drop else 0.0)
-        return [(m.weight.detach().T, torch.zeros(m.out_features) if m.bias is None else m.bias.detach())
-                for m in net if isinstance(m, nn.Linear)]
-
-    def tensors(self):
-        """Views into the flat parameter: [W₁, b₁, W₂, b₂, …, γ₁, β₁, γ₂, β₂, …]."""
-        pieces = self.flat.split([shape.numel() for _, shape in self._layout])    # one backward node
-        return [piece.view(shape) for piece, (_, shape) in zip(pieces, self._layout)]
+        self.n = len(seeds)
+        stacks = []
+        for norm, drop in VARIANTS.values():
+            nets = []
+            for seed in seeds:
+                torch.manual_seed(seed)
+                nets.append(models.mlp(list(sizes), norm=norm, dropout=p if drop else 0.0))
+            stacks.append(models.Stack(nets))
+        self.stacks = nn.ModuleList(stacks)
 
     def __len__(self):
-        return len(self.seeds)
+        return len(self.stacks) * self.n
 
     def forward(self, x):
-        n, last = self.n, len(self.sizes) - 2
-        views = self.tensors()
-        h = x.unsqueeze(0).expand(len(self), -1, -1)                        # (K, B, in)
-        for i in range(last + 1):
-            w, b = views[2 * i], views[2 * i + 1]
-            h = torch.baddbmm(b if i == last else b * self.bias_on, h, w)   # (K, B, out)
-            if i == last:
-                break
-            k, batch, width = h.shape
-            bn, (gamma, beta) = self.norms[i], views[2 * (last + 1) + 2 * i:2 * (last + 1) + 2 * i + 2]
-            with_bn, without = h.split([2 * n, k - 2 * n])           # split, not slices: one backward node
-            normed = functional.batch_norm(with_bn.transpose(0, 1).reshape(batch, 2 * n * width),
-                                           bn.running_mean, bn.running_var, gamma, beta, self.training,
-                                           bn.momentum, bn.eps)
-            if self.training:
-                bn.num_batches_tracked.add_(1)
-            h = torch.relu(torch.cat([normed.view(batch, 2 * n, width).transpose(0, 1), without]))
-            before, with_dropout, after = h.split([n, 2 * n, k - 3 * n])
-            h = torch.cat([before, self.drop(with_dropout), after])
-        return h.permute(1, 2, 0)
+        return torch.cat([stack(x) for stack in self.stacks], 2)     # V × (B, classes, n) -> (B, classes, V·n)
 
-    @torch.no_grad()
     def model(self, k):
-        """Model k as a `models.mlp` with its trained weights and batch-norm statistics, in eval mode."""
-        norm, drop = VARIANTS[self.variants[k // self.n]]
-        net = models.mlp(self.sizes, norm=norm, dropout=self.p if drop else 0.0)
-        views, depth = self.tensors(), len(self.sizes) - 1
-        for i, m in enumerate(m for m in net if isinstance(m, nn.Linear)):
-            m.weight.copy_(views[2 * i][k].T)
-            if m.bias is not None:
-                m.bias.copy_(views[2 * i + 1][k, 0])
-        bns = [m for m in net if isinstance(m, layers.BatchNorm1d)]
-        for i, (bn, stacked) in enumerate(zip(bns, self.norms)):
-            part = slice(k * bn.num_features, (k + 1) * bn.num_features)
-            bn.weight.copy_(views[2 * depth + 2 * i][part])
-            bn.bias.copy_(views[2 * depth + 2 * i + 1][part])
-            bn.running_mean.copy_(stacked.running_mean[part])
-            bn.running_var.copy_(stacked.running_var[part])
-            bn.num_batches_tracked.copy_(stacked.num_batches_tracked)
-        return net.eval()
+        """Network k (variant k // n, its network k % n) as a `models.mlp` in eval mode."""
+        return self.stacks[k // self.n].member(k % self.n).eval()
 
 
 @dataclass
@@ -303,7 +240,7 @@ class Grid:
     eval_steps: list
     train_acc: torch.Tensor
     test_acc: torch.Tensor
-    net: StackedMLPs
+    net: nn.Module        # every network as one (B, in) -> (B, classes, K); net.model(k) is network k
 
     def index(self, variant, dataset, seed):
         """Position of one model in the stack."""
@@ -341,7 +278,7 @@ def train_grid(datasets, p=0.5, sizes=(PIXELS, 64, 64, CLASSES), seeds=(0, 1, 2)
     """Train the same MLP with neither, dropout p, batch norm, or both, on each dataset, once per seed.
 
     datasets: {name: Split}, the same images with different training labels (e.g. clean and noisy).
-    All len(VARIANTS)·len(datasets)·len(seeds) models are trained at once as a `StackedMLPs` through
+    All len(VARIANTS)·len(datasets)·len(seeds) models are trained at once (one `models.Stack` per variant) through
     `train.fit` (Adam, `lr`, `steps` mini-batches of `batch_size`). A model's seed sets its initial
     weights; all models see the same mini-batches in the same order (`seed`), so the variants differ
     only in what the comparison is about. The loss is the sum of the models' own losses, so each
@@ -358,7 +295,7 @@ def train_grid(datasets, p=0.5, sizes=(PIXELS, 64, 64, CLASSES), seeds=(0, 1, 2)
                              f"datasets[{names[0]!r}], only the training labels may differ")
     check_int("eval_every", eval_every)
     torch.manual_seed(seed)
-    net = StackedMLPs(sizes, p, [s for _ in names for s in seeds])       # per variant: datasets × seeds
+    net = _Grid(sizes, p, [s for _ in names for s in seeds])            # per variant: datasets × seeds
     labels = [datasets[name] for _ in VARIANTS for name in names for _ in seeds]
     y_train = torch.stack([d.y_train for d in labels], 1)
     y_test = torch.stack([d.y_test for d in labels], 1)

@@ -3,11 +3,11 @@ diagnostics, and what the batch size does to batch norm's statistics.
 
 Every experiment is the same small MLP on the 8×8 digits, trained with plain SGD for 100 steps,
 with and without batch norm. The 23 runs of the notebook train at once (`experiments`): networks of
-one layout are stacked into one module (`StackedMLP`: one batched matrix multiply per layer) and
+one layout are stacked into one module (`models.Stack`: one batched matrix multiply per layer) and
 trained through `train.fit`; each gives the numbers it gives alone (`run_mlp`, tested).
 
 - `SIZES`, `mlp` (the notebook's MLP, He init), `scale_init`, `weight_norms`;
-- `run_mlp` (one run), `StackedMLP`, `train_stacked`, `experiments` (every run of the notebook;
+- `run_mlp` (one run), `train_stacked`, `experiments` (every run of the notebook;
   `LRS`, `SCALES`, `NOISY`, `PROBED`), `Record`, `unit_percentiles`, `probes`;
 - `NoisyBatchNorm1d` (Santurkar et al. 2018's "noisy BN");
 - `Probe` (the loss landscape along the gradient, their Fig. 4);
@@ -26,13 +26,13 @@ import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
 
-from .. import check, data, functional, models, train
+from .. import check, data, models, train
 from ..data import CLASSES, PIXELS
 from ..layers import BatchNorm1d
 from ..validate import check_int, check_range
 
 __all__ = ["SIZES", "mlp", "scale_init", "weight_norms", "STEPS", "LRS", "SCALES", "NOISY", "PROBED", "run_mlp",
-           "StackedMLP", "Record", "train_stacked", "experiments", "unit_percentiles", "probes",
+           "Record", "train_stacked", "experiments", "unit_percentiles", "probes",
            "NoisyBatchNorm1d", "Probe", "LayerHealth", "layer_health", "update_ratios",
            "PIXEL", "unit_values", "kurtosis", "batch_means",
            "check_max_stable_lr", "check_gradient_change", "check_which_norm", "WHICH_NORM_SCENARIOS"]
@@ -107,86 +107,44 @@ def _run_mlp(norm, lr, scale, steps, seed):        # positional only: one cache 
     return _fit(scale_init(mlp(norm, seed), scale), lr, steps, seed)
 
 
-class StackedMLP(nn.Module):
-    """K networks of one layout (all plain, or all with batch norm or noisy batch norm) run as one.
+def _stack(nets):
+    """The networks of one layout (all plain, or all with batch norm or noisy batch norm) as one
+    `models.Stack`: input (B, 64) -> logits (B, 10, K). A normalized network's norm layers enter as
+    NoisyBatchNorm1d (noise 0 for plain batch norm), and the stacked norm layer gets each network's
+    noise strength per unit, so each network draws the noise it draws alone."""
+    norms = [i for i, m in enumerate(nets[0]) if isinstance(m, BatchNorm1d)]
+    for net in nets:
+        if [i for i, m in enumerate(net) if isinstance(m, BatchNorm1d)] != norms:
+            raise ValueError("nets: expected networks of one layout (all plain, or all with a norm layer), "
+                             f"got {nets[0]} and {net}")
+    as_noisy = []
+    for net in nets:                                   # the stack copies the values: nets stay as they are
+        mods = list(net)
+        for i in norms:
+            mods[i] = NoisyBatchNorm1d(net[i].num_features, noise=getattr(net[i], "noise", 0.0),
+                                       eps=net[i].eps, momentum=net[i].momentum)
+            mods[i].load_state_dict(net[i].state_dict())
+        as_noisy.append(nn.Sequential(*mods))
+    stack = models.Stack(as_noisy)
+    for i in norms:                                     # per unit: (K·C,), network k's C units k·C … k·C + C − 1
+        stack.layers[i].noise = torch.cat([torch.full((m[i].num_features,), float(m[i].noise)) for m in as_noisy])
+    return stack
 
-    Each parameter of the K networks is stacked into one (K, …) tensor: a Linear layer becomes one
-    batched matrix multiply, a norm layer one batch norm over K·C features (its statistics are per
-    feature, so per network). Input (B, 64) → logits (B, 10, K); cross_entropy with targets (B, K)
-    gives one loss per network. Every network computes exactly what it would alone, in a fraction of
-    the time; `unstack(k)` copies network k's current values back into `nets[k]`.
-    """
 
-    def __init__(self, nets):
-        super().__init__()
-        self.nets = list(nets)                          # not submodules: training updates the stack
-        template = self.nets[0]
-        layout = [(type(m).__name__.replace("Noisy", ""), tuple(p.shape for p in m.parameters())) for m in template]
-        for net in self.nets:
-            if [(type(m).__name__.replace("Noisy", ""), tuple(p.shape for p in m.parameters())) for m in net] != layout:
-                raise ValueError("nets: expected networks of one layout (all plain, or all with a norm layer), "
-                                 f"got {template} and {net}")
-        self.names = [name for name, _ in template.named_parameters()]
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([dict(net.named_parameters())[name].detach() for net in self.nets]))
-            for name in self.names)
-        self._param = dict(zip(self.names, self.stacked))
-        self.linears = [i for i, m in enumerate(template) if isinstance(m, nn.Linear)]
-        self.norms = [i for i, m in enumerate(template) if isinstance(m, BatchNorm1d)]
-        for j, i in enumerate(self.norms):
-            self.register_buffer(f"running_mean{j}", torch.cat([net[i].running_mean for net in self.nets]))
-            self.register_buffer(f"running_var{j}", torch.cat([net[i].running_var for net in self.nets]))
-            noise = [torch.full_like(net[i].running_mean, getattr(net[i], "noise", 0.0)) for net in self.nets]
-            self.register_buffer(f"noise{j}", torch.cat(noise))
-        self.noisy = any(getattr(net[i], "noise", 0.0) for net in self.nets for i in self.norms)
-
-    def forward(self, x, hidden=None):
-        """Logits (B, classes, K); with `hidden` = j, stop at the input of the j-th ReLU (B, K·C)."""
-        k, b = len(self.nets), len(x)
-        h = x
-        for j, i in enumerate(self.linears):
-            w = self._param[f"{i}.weight"]                                   # (K, out, in)
-            if j == 0:                                                       # one input for all: one matmul
-                h = x @ w.reshape(-1, w.shape[2]).T                          # (B, K·out)
-            else:
-                h = torch.bmm(h.view(b, k, -1).transpose(0, 1), w.transpose(1, 2)).transpose(0, 1).reshape(b, -1)
-            if f"{i}.bias" in self._param:
-                h = h + self._param[f"{i}.bias"].reshape(-1)
-            if j == len(self.linears) - 1:
-                return h.view(b, k, -1).transpose(1, 2)                      # (B, classes, K)
-            if self.norms:
-                bn = self.nets[0][self.norms[j]]
-                h = functional.batch_norm(h, getattr(self, f"running_mean{j}"), getattr(self, f"running_var{j}"),
-                                          self._param[f"{self.norms[j]}.weight"].reshape(-1),
-                                          self._param[f"{self.norms[j]}.bias"].reshape(-1),
-                                          training=self.training, momentum=bn.momentum, eps=bn.eps)
-                if self.training and self.noisy:                 # NoisyBatchNorm1d's draws, per network
-                    noise = getattr(self, f"noise{j}")
-                    h = h * torch.exp(noise * torch.randn_like(noise)) + noise * torch.randn_like(noise)
-            if j + 1 == hidden:
-                return h
-            h = torch.relu(h)
-
-    @torch.no_grad()
-    def unstack(self, k):
-        """Copy network k's current parameters and running statistics into nets[k]; return it."""
-        net = self.nets[k]
-        params = dict(net.named_parameters())
-        for name, p in zip(self.names, self.stacked):
-            params[name].copy_(p[k])
-        for j, i in enumerate(self.norms):
-            c = net[i].num_features
-            net[i].running_mean.copy_(getattr(self, f"running_mean{j}")[k * c:(k + 1) * c])
-            net[i].running_var.copy_(getattr(self, f"running_var{j}")[k * c:(k + 1) * c])
-        return net
+def _rows(p, k):
+    """A stacked parameter as (K, values of one network): (K, out, in), (K, out) and (K·C,) alike
+    (a view of a parameter, which is contiguous: updating it updates the parameter)."""
+    return p.reshape(k, -1)
 
 
 class _StackedSGD:
-    """Plain SGD on a StackedMLP, one learning rate per network. Keeps ‖∇‖ of every parameter of
-    every network at every step: for each network what train.fit's History.grad_norm holds."""
+    """Plain SGD on a stack of networks (`models.Stack`), one learning rate per network. Keeps ‖∇‖ of
+    every parameter of every network at every step: for each network what train.fit's
+    History.grad_norm holds."""
 
     def __init__(self, stack, lrs):
-        self.params = list(stack.stacked)
+        self.k = len(stack)
+        self.params = list(stack.parameters())
         self.lr = torch.tensor(lrs, dtype=torch.float32)
         self.param_groups = [{"params": self.params, "lr": 1.0}]      # what train.fit looks at
         self.grad_norms = []                                          # per step: (parameters, K)
@@ -197,9 +155,9 @@ class _StackedSGD:
 
     @torch.no_grad()
     def step(self):
-        self.grad_norms.append(torch.stack([p.grad.flatten(1).norm(dim=1) for p in self.params]))
+        self.grad_norms.append(torch.stack([_rows(p.grad, self.k).norm(dim=1) for p in self.params]))   # (params, K)
         for p in self.params:
-            p.sub_(p.grad * self.lr.view(-1, *[1] * (p.dim() - 1)))
+            _rows(p, self.k).sub_(_rows(p.grad, self.k) * self.lr[:, None])     # (K, values) − (K, values)·(K, 1)
 
 
 @dataclass
@@ -216,21 +174,35 @@ def _unit_percentiles(stack, x):
     training mode: what the next layer sees at this step, noise included (the running statistics
     this pass would update are restored)."""
     buffers = [b.clone() for b in stack.buffers()]
-    with torch.no_grad():
-        unit = stack(x, hidden=2).view(len(x), len(stack.nets), -1)[:, :, 0]
-        for b, b0 in zip(stack.buffers(), buffers):
-            b.copy_(b0)
+    relu = [m for m in stack.layers if isinstance(m, nn.ReLU)][1]
+    seen = []
+    hook = relu.register_forward_hook(lambda m, i, o: seen.append(i[0]))
+    try:
+        with torch.no_grad():
+            stack(x)
+            unit = seen[0][:, :, 0]                                     # (B, K, C) -> unit 0: (B, K)
+            for b, b0 in zip(stack.buffers(), buffers):
+                b.copy_(b0)
+    finally:
+        hook.remove()
     return torch.quantile(unit, torch.tensor([0.15, 0.5, 0.85]), dim=0).T.tolist()
 
 
 def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_factors):
     nets = [scale_init(mlp(norm, seed), scale) for norm, _, scale in configs]
-    stack = StackedMLP(nets)
+    stack = _stack(nets)
     opt = _StackedSGD(stack, [lr for _, lr, _ in configs])
     k, hists = len(nets), [train.History(model=net) for net in nets]
     alive, evaluated = [True] * k, {}
     images = data.digits().x_train[:UNIT_IMAGES]
-    weights = [name for name in stack.names if name.endswith("weight") and int(name.split(".")[0]) in stack.linears]
+    names = [name for name, _ in nets[0].named_parameters()]           # the stack's parameters, in order
+    param = dict(zip(names, stack.parameters()))
+    weights = [name for name in names if name.endswith("weight") and isinstance(nets[0][int(name.split(".")[0])],
+                                                                                   nn.Linear)]
+
+    @torch.no_grad()
+    def unstack(i):                    # network i's current values into nets[i] (its History's model)
+        return stack.member(i, out=nets[i])
 
     def loss_fn(logits, y):
         per = cross_entropy(logits, y.reshape(-1, 1).expand(-1, k), reduction="none").mean(0)   # (K,)
@@ -244,7 +216,7 @@ def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_f
                 hists[i].loss.append(float("nan") if train.diverged(v) else v)
                 if train.diverged(v):          # as fit stops one network: here, before this step's update
                     alive[i], hists[i].diverged = False, True
-                    stack.unstack(i)
+                    unstack(i)
                     opt.lr[i] = 0.0
         live = [v for v, a in zip(values, alive) if a]
         total = torch.where(torch.tensor(alive), per, 0.0).sum()      # each network: its own gradient
@@ -252,24 +224,24 @@ def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_f
 
     def record(model, x, y):           # draws the step's noise, then gives the random state back
         step, rng = len(opt.grad_norms), torch.get_rng_state()
-        norms = torch.stack([stack._param[name].flatten(1).norm(dim=1) for name in weights]).T.tolist()
+        norms = torch.stack([_rows(param[name], k).norm(dim=1) for name in weights]).T.tolist()   # (K, weights)
         units = _unit_percentiles(stack, images)
         for i in range(k):
             if alive[i]:
                 probe = None
                 if configs[i] in probed and step % probe_every == 0:
-                    probe = _probe(stack.unstack(i), x, y, [configs[i][1] * f for f in step_factors])
+                    probe = _probe(unstack(i), x, y, [configs[i][1] * f for f in step_factors])
                 hists[i].extra.append(Record(step, dict(zip(weights, norms[i])), units[i], probe))
         torch.set_rng_state(rng)
 
     train.fit(stack, _labels_as_columns(data.digits()), steps=steps, optimizer=opt, loss_fn=loss_fn,
               eval_every=None, eval_train=False, callback=record, callback_every=record_every, seed=seed)
-    grads = torch.stack(opt.grad_norms) if opt.grad_norms else torch.zeros(0, len(stack.names), k)
+    grads = torch.stack(opt.grad_norms) if opt.grad_norms else torch.zeros(0, len(names), k)   # (steps, params, K)
     for i, h in enumerate(hists):
         done = len(h.loss) - h.diverged                    # steps whose update was made
-        h.grad_norm = {name: grads[:done, p, i].tolist() for p, name in enumerate(stack.names)}
+        h.grad_norm = {name: grads[:done, p, i].tolist() for p, name in enumerate(names)}
         if not h.diverged:
-            stack.unstack(i)
+            unstack(i)
             h.eval_steps, h.test_acc, h.test_loss = [steps], [evaluated["acc"][i]], [evaluated["loss"][i]]
     return hists
 
@@ -284,7 +256,7 @@ def _labels_as_columns(split):
 def train_stacked(configs, steps=STEPS, seed=0, probed=(), record_every=RECORD_EVERY, probe_every=PROBE_EVERY,
                   step_factors=(0.5, 1, 2, 4)):
     """Train mlp(norm), its initial weights times `scale`, with plain SGD(lr) for every (norm, lr,
-    scale) in `configs`: all the plain networks as one StackedMLP, all the normalized ones as
+    scale) in `configs`: all the plain networks as one `models.Stack`, all the normalized ones as
     another, through train.fit; same initial weights and batches as run_mlp.
 
     Returns {config: History} with what fit records for one network: the loss of every step
@@ -340,7 +312,7 @@ class NoisyBatchNorm1d(BatchNorm1d):
 
     def forward(self, input):
         out = super().forward(input)
-        if not self.training or self.noise == 0:
+        if not self.training or not torch.as_tensor(self.noise).any():     # noise: a number, or one per unit
             return out
         s = torch.exp(self.noise * torch.randn(self.num_features, dtype=out.dtype))
         m = self.noise * torch.randn(self.num_features, dtype=out.dtype)
@@ -360,21 +332,22 @@ class Probe:
 def _probe(model, x, y, etas):
     """A Probe of `model` (a Sequential of Linear, norm and ReLU layers) at the batch (x, y): its
     gradient g, then the loss and the gradient at w − η·g for every η of `etas`, all η at once (one
-    StackedMLP of copies; the model itself, its running statistics included, is left as it was)."""
+    `models.Stack` of copies; the model itself, its running statistics included, is left as it was)."""
     params, buffers = [p for p in model.parameters() if p.requires_grad], [b.clone() for b in model.buffers()]
     g = torch.autograd.grad(cross_entropy(model(x), y), params)
     with torch.no_grad():
         for b, b0 in zip(model.buffers(), buffers):      # what this pass moved: the running statistics
             b.copy_(b0)
     gnorm = torch.sqrt(sum((gi * gi).sum() for gi in g)).item()
-    stack = StackedMLP([model] * len(etas))
+    k = len(etas)
+    stack = _stack([model] * k)
     step = torch.tensor(etas, dtype=g[0].dtype)
     with torch.no_grad():
-        for p, gi in zip(stack.stacked, g):
-            p.sub_(step.view(-1, *[1] * gi.dim()) * gi)
-    losses = cross_entropy(stack(x), y[:, None].expand(-1, len(etas)), reduction="none").mean(0)
-    g2 = torch.autograd.grad(losses.sum(), list(stack.stacked))
-    changes = torch.sqrt(sum(((a - b) ** 2).flatten(1).sum(1) for a, b in zip(g2, g))).tolist()
+        for p, gi in zip(stack.parameters(), g):
+            _rows(p, k).sub_(step[:, None] * gi.reshape(1, -1))     # (K, values) − (K, 1)·(1, values)
+    losses = cross_entropy(stack(x), y[:, None].expand(-1, k), reduction="none").mean(0)        # (K,)
+    g2 = torch.autograd.grad(losses.sum(), list(stack.parameters()))
+    changes = torch.sqrt(sum(((_rows(a, k) - b.reshape(1, -1)) ** 2).sum(1) for a, b in zip(g2, g))).tolist()
     losses = losses.tolist()
     betas = [c / (eta * gnorm + 1e-12) for c, eta in zip(changes, etas)]
     return Probe(min(losses), max(losses), max(changes), max(betas))

@@ -80,7 +80,7 @@ def test_mlp_stack_is_its_members_side_by_side(after):
     for seed in range(3):
         torch.manual_seed(seed)
         members.append(nk.models.mlp([6, 5, 4, 3], norm="batch", norm_after_activation=after).double())
-    stack = lesson.MLPStack(members).double()
+    stack = nk.models.Stack(members).double()
     x = randn(8, 3, 6, seed=5)                          # member k sees x[:, k]
     y = torch.randint(0, 3, (8, 3), generator=torch.Generator().manual_seed(6))
     logits = stack(x)
@@ -100,7 +100,7 @@ def test_mlp_stack_is_its_members_side_by_side(after):
 def test_mlp_stack_shared_input_and_activations():
     torch.manual_seed(0)
     members = [nk.models.mlp([4, 6, 2], norm="batch").double() for _ in range(2)]
-    stack = lesson.MLPStack(members).double()
+    stack = nk.models.Stack(members).double()
     x = randn(5, 4, seed=7)
     acts = []
     out = stack(x, acts)

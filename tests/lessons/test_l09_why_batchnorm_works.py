@@ -95,11 +95,16 @@ def test_records_and_probes_do_not_change_training():
         assert p.loss_min <= p.loss_max and p.grad_change > 0 and p.beta > 0
 
 
-def test_stacked_mlp_refuses_mixed_layouts():
+def test_stack_refuses_mixed_layouts_and_takes_batch_and_noisy_norms_together():
     with pytest.raises(ValueError, match="one layout"):
-        lesson.StackedMLP([lesson.mlp(None), lesson.mlp("batch")])
-    stack = lesson.StackedMLP([lesson.mlp("batch"), lesson.mlp(("noisy", 0.5))])
-    assert stack(torch.rand(8, 64)).shape == (8, 10, 2) and stack(torch.rand(8, 64), hidden=2).shape == (8, 128)
+        lesson._stack([lesson.mlp(None), lesson.mlp("batch")])
+    nets = [lesson.mlp("batch"), lesson.mlp(("noisy", 0.5))]
+    stack = lesson._stack(nets)
+    assert stack.layers[1].noise.tolist() == [0.0] * 64 + [0.5] * 64       # each network's own noise, per unit
+    x = torch.rand(8, 64)
+    for k, net in enumerate(nets):                                           # eval: no noise, each network alone
+        assert torch.allclose(stack.eval()(x)[:, :, k], net.eval()(x), atol=1e-5)
+    assert isinstance(stack, nk.models.Stack) and stack.train()(x).shape == (8, 10, 2)
 
 
 def test_experiments_hold_every_run_of_the_notebook():
