@@ -11,10 +11,13 @@ module holds what the notebook measures with it:
 - `mc_dropout` / `predictive_spread` / `auroc` (MC dropout uncertainty, Gal & Ghahramani 2016);
 - `variance_shift` (measure the shift on a Dropout → BatchNorm1d pair), `bn_input_variance`,
   `recalibrate_bn` (the shift in a trained network, and its fix);
-- the exercise checkers `check_dropout`, `check_dropout_variance`, `check_variation_ratio`.
+- the exercise checkers `check_dropout`, `check_dropout_variance`, `check_variation_ratio`;
+- the notebook's figures: `activation_panel` (the slider panel), `plot_memorization`,
+  `plot_mc_dropout`, `plot_variance_shift`.
 """
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import torch
 from torch import nn
 from torch.nn.functional import cross_entropy
@@ -25,7 +28,8 @@ from ..validate import check_int, check_range
 
 __all__ = ["dropout_train_variance", "dropout_moments", "variance_shift", "bn_input_variance", "recalibrate_bn",
            "mc_dropout", "predictive_spread", "auroc", "VARIANTS", "Grid", "train_grid",
-           "check_dropout", "check_dropout_variance", "check_variation_ratio"]
+           "check_dropout", "check_dropout_variance", "check_variation_ratio",
+           "activation_panel", "plot_memorization", "plot_mc_dropout", "plot_variance_shift"]
 
 
 # ----------------------------------------------------------------------------- dropout's moments
@@ -374,3 +378,107 @@ def check_variation_ratio(fn):
     expected = 1 - votes.max(-1).values.double() / t
     return check.exercise("variation_ratio", fn, (probs.clone(),), expected,
                           "1 − (votes for the modal class)/T", atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the notebook's figures
+def activation_panel(a, bins, p_grid, ratio_mean, ratio_var):
+    """The slider panel of what dropout does to activations `a`; returns (figure, update(p)).
+
+    Left: the distribution of the non-zero activations on a log axis (histogram over `bins`), in
+    eval mode (grey) and after train-mode dropout at p (orange), with the eval mean, the train mean
+    and where the train mean would be without the 1/(1 − p) scaling. Right: `ratio_mean` and
+    `ratio_var` (train / eval, from `dropout_moments(a, p_grid)`) over `p_grid`, the current p ringed.
+    The figure is closed: `explore.interact(fig, update, p=...)` shows it under its slider.
+    """
+    def density(v):
+        return torch.histogram(v.flatten(), bins).hist / v.numel()
+
+    zeros = f"{(a == 0).float().mean():.0%} zeros"
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained", width_ratios=(3, 2))
+    ax.stairs(density(a), bins, fill=True, color="0.75", label=f"eval mode ({zeros})")
+    train_hist = ax.stairs(density(a), bins, color="C1", lw=2, label="train mode")
+    ax.axvline(a.mean(), color="k", lw=1, label="eval mean")
+    train_mean = ax.axvline(a.mean(), color="C1", ls="--", lw=2, label="train mean")
+    unscaled = ax.axvline(a.mean(), color="C3", ls=":", lw=2, label="train mean, no 1/(1−p)")
+    ax.set(xscale="log", ylim=(0, 0.1), xlabel="activation value (log scale)",
+           ylabel="fraction of activations", title="Activations, eval vs train mode")
+    legend = ax.legend(loc="upper left")
+    ax2.plot(p_grid, ratio_mean, "o-", label="mean: train / eval")
+    ax2.plot(p_grid, ratio_var, "s-", label="variance: train / eval")
+    ax2.plot(p_grid, [1 - q for q in p_grid], ":", color="C3", label="mean, no 1/(1−p)")
+    marker, = ax2.plot([], [], "o", ms=14, mfc="none", mec="k", label="current p")
+    ax2.set(yscale="log", xlabel="drop probability p", ylabel="ratio (log scale)",
+            title="Mean kept, variance grows")
+    ax2.legend(loc="upper left")
+    ax.minorticks_off(), ax2.minorticks_off()       # one tick per decade: minor ticks cost most of a draw
+    plt.close(fig)                  # shown by the slider panel
+
+    def update(p):
+        torch.manual_seed(0)
+        d = functional.dropout(a, p, training=True)
+        train_hist.set_data(density(d))
+        legend.get_texts()[1].set_text(f"train mode ({(d == 0).float().mean():.0%} zeros)")
+        train_mean.set_xdata([d.mean()] * 2)
+        unscaled.set_xdata([(1 - p) * a.mean()] * 2)
+        i = p_grid.index(round(p, 1))
+        marker.set_data([p, p], [ratio_mean[i], ratio_var[i]])
+
+    return fig, update
+
+
+def plot_memorization(grid, dataset="40 % wrong labels"):
+    """Test (clean labels) and train (noisy labels) accuracy against the step, without and with
+    dropout, on `dataset` of a `Grid`: the mean over seeds, shaded from min to max; returns the figure."""
+    fig, ax = plt.subplots(figsize=(10, 4.4), layout="constrained")
+    d = grid.datasets.index(dataset)
+    for v, color, mark in (("neither", "C0", "o"), ("dropout", "C1", "s")):
+        for acc, ls, what in ((grid.test_acc, "-", "test (clean labels)"),
+                              (grid.train_acc, "--", "train (noisy labels)")):
+            runs = acc[grid.variants.index(v), d]
+            ax.plot(grid.eval_steps, runs.mean(0), color=color, ls=ls, marker=mark, ms=5, label=f"{v}: {what}")
+            ax.fill_between(grid.eval_steps, runs.min(0).values, runs.max(0).values, color=color, alpha=0.15, lw=0)
+    ax.axhline(0.6, color="k", ls=":", lw=1, label="60 % of the training labels are right")
+    ax.set(xlabel="training step", ylabel="accuracy (fraction)", ylim=(0, 1.02),
+           title="40 % wrong labels: without dropout the network memorizes them")
+    fig.legend(loc="outside right center")
+    return fig
+
+
+def plot_mc_dropout(mi, inputs):
+    """Histograms of the MC-dropout mutual information `mi` (name → per-input scores) of each input
+    set, and the first image of each set of `inputs` (name → images) beside them; returns the figure."""
+    fig, axd = plt.subplot_mosaic([["h", "h", "a"], ["h", "h", "b"], ["h", "h", "c"]],
+                                  figsize=(10, 4.4), layout="constrained")
+    mi_bins = torch.linspace(0, 1.2, 41)
+    for (k, v), c, ls, key in zip(mi.items(), ("C0", "C1", "C3"), ("-", "--", ":"), "abc"):
+        axd["h"].stairs(torch.histogram(v, mi_bins).hist / len(v), mi_bins, color=c, ls=ls, lw=2,
+                        label=f"{k} (mean {v.mean():.2f})")
+        axd[key].imshow(inputs[k][0].view(8, 8), cmap="gray_r")
+        axd[key].set_title(k)
+        axd[key].axis("off")
+    axd["h"].set(xlabel="mutual information over 30 passes (nats)", ylabel="fraction of inputs",
+                 title="MC dropout: the passes disagree more off the data")
+    axd["h"].legend()
+    return fig
+
+
+def plot_variance_shift(p_values, shifts):
+    """Left: the variance shift (running var / real var) of `variance_shift` results `shifts` over
+    `p_values`, measured vs Li et al.'s formula vs 1/(1 − p). Right: BN's output variance at test
+    time, measured vs the formula, against the 1 BN promises. Returns the figure."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    ax.plot(p_values, [r["shift"] for r in shifts], "o", ms=8, label="measured")
+    ax.plot(p_values, [r["predicted_shift"] for r in shifts], "-", label="Li et al.'s formula")
+    ax.plot(p_values, [1 / (1 - q) for q in p_values], ":", label="1/(1 − p): a zero-mean unit")
+    ax.set(xlabel="drop probability p", ylabel="running var / real var",
+           title="The variance shift (ReLU units → BN)")
+    ax.legend()
+    ax2.plot(p_values, [r["eval_out_var"].mean() for r in shifts], "o", color="C3", ms=8,
+             label="measured")
+    ax2.plot(p_values, [r["predicted_out_var"] for r in shifts], "-", color="C1",
+             label="Li et al.'s formula")
+    ax2.axhline(1, color="k", ls=":", label="what BN promises")
+    ax2.set(xlabel="drop probability p", ylabel="variance (dimensionless)", ylim=(0, 1.1),
+            title="BN output variance at test time")
+    ax2.legend(loc="lower left")
+    return fig

@@ -9,10 +9,12 @@ The penalties themselves live in `normkit.regularize`; this module runs what the
 - `offset_regression`, `fit_line` (why biases are left out of the penalty);
 - `effective_decay`, `adam_vs_adamw` (the per-parameter decay of Adam + L2 vs AdamW);
 - `bn_weight_norm_run` (the weight norm of a layer feeding BN, with and without weight decay);
-- the exercise checkers `check_l1_minimum`, `check_elastic_net_step`, `check_weight_penalty`.
+- the exercise checkers `check_l1_minimum`, `check_elastic_net_step`, `check_weight_penalty`;
+- the notebook's figures: `circle_diamond_panel`, `sparsity_panel` (slider panels), `plot_bias_penalty`.
 """
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
@@ -25,7 +27,8 @@ from ..validate import check_range
 
 __all__ = ["penalized_minimum", "seed_loss_l1_minimum", "level_curve", "optimum_path", "SparsityRun", "sparsity_sweep",
            "mosaic", "offset_regression", "fit_line", "effective_decay", "adam_vs_adamw",
-           "bn_weight_norm_run", "check_l1_minimum", "check_elastic_net_step", "check_weight_penalty"]
+           "bn_weight_norm_run", "check_l1_minimum", "check_elastic_net_step", "check_weight_penalty",
+           "circle_diamond_panel", "sparsity_panel", "plot_bias_penalty"]
 
 
 # ----------------------------------------------------------------------------- 1-D and 2-D pictures
@@ -265,3 +268,94 @@ def check_weight_penalty(fn):
         return None if out is None else torch.as_tensor(out, dtype=torch.float64).reshape(())
     return check.exercise("weight_penalty", penalty, (model, lam), expected.detach(),
                           "½λ·Σ (Linear weights)², biases and BN γ, β left out")
+
+
+# ----------------------------------------------------------------------------- the notebook's figures
+def circle_diamond_panel(quad, lams, ridge, lasso):
+    """The 2-D slider panel; returns (figure, update(lam)).
+
+    Two panels on the loss contours of the Quadratic2D `quad`: the ridge and the lasso optimum
+    paths (`ridge`, `lasso` from `optimum_path(quad, lams)`), w*, and at the slider's λ (one of
+    `lams`) the constraint set (circle of the ridge optimum's L2 norm, diamond of the lasso
+    optimum's L1 norm), the loss contour through the optimum, and the optimum itself.
+    The figure is closed: `explore.interact(fig, update, lam=...)` shows it under its slider.
+    """
+    titles = {"l2": "L2 (ridge): circle", "l1": "L1 (lasso): diamond"}
+    W1, W2, L = quad.grid(lim=2.6)
+    angle = np.linspace(0, 2 * np.pi, 200)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), layout="constrained", sharey=True)
+    art = []
+    for ax, path in zip(axes, (ridge, lasso)):
+        ax.contour(W1, W2, L, levels=[0.02, 0.1, 0.25, 0.5, 0.8, 1.2, 1.7, 2.3], colors="0.8", linewidths=0.8)
+        ax.axhline(0, color="k", lw=0.5), ax.axvline(0, color="k", lw=0.5)
+        ax.plot(path[:, 0], path[:, 1], "C2-", lw=2, label="optimum, λ = 0 … 2.5")
+        ax.plot(*quad.w_star.numpy(), "k*", ms=10, label="w*: minimum of L")
+        art.append([ax.plot([], [], "C0", zorder=2.1, label="constraint set")[0],
+                    ax.plot([], [], "C3", ls="--", lw=1, zorder=2.1, label="loss contour")[0],
+                    ax.plot([], [], "C3o", zorder=2.1, label="optimum at λ")[0]])
+        ax.set(xlabel="w₁ (weight)", aspect="equal", xlim=(-1.3, 2.6), ylim=(-1.3, 2.6))
+    axes[0].set_ylabel("w₂ (weight)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center")
+    plt.close(fig)                                 # shown by the slider panel
+
+    def update(lam):
+        i = lams.index(lam)
+        for ax, (ball, contour, dot), w, kind in zip(axes, art, (ridge[i], lasso[i]), ("l2", "l1")):
+            r = np.linalg.norm(w, 1 if kind == "l1" else 2)
+            ball.set_data(*((r * np.cos(angle), r * np.sin(angle)) if kind == "l2"
+                            else ([r, 0, -r, 0, r], [0, r, 0, -r, 0])))
+            contour.set_data(*level_curve(quad, w))
+            dot.set_data([w[0]], [w[1]])
+            ax.set_title(f"{titles[kind]}, λ = {lam}\nw = ({w[0]:.2f}, {w[1]:.2f})")
+
+    return fig, update
+
+
+def sparsity_panel(lams, sweeps):
+    """The weight-map slider panel; returns (figure, update(lam)).
+
+    Left: the count of exactly-zero weights against λ (log axis) for each run of `sweeps`
+    (penalty → `SparsityRun` over `lams`), the slider's λ ringed. Right: the ten weight maps of the
+    L1-prox run (top) and the L2 run (below) at that λ, exact zeros in gray.
+    The figure is closed: `explore.interact(fig, update, lam=...)` shows it under its slider.
+    """
+    fig, (ax_count, ax_maps) = plt.subplots(1, 2, figsize=(10, 4.6), layout="constrained", width_ratios=(1.2, 1))
+    for (p, s), style in zip(sweeps.items(), ("o-", "s--", "^:")):
+        ax_count.plot(lams[1:], s.zeros[1:], style, label=p)
+    ring, = ax_count.plot([], [], "o", ms=12, mfc="none", mec="k", zorder=6)   # above the legend
+    ax_count.set(xscale="log", title="Exactly-zero weights (of 640)", xlabel="λ (log scale)", ylabel="count")
+    ax_count.set_xticks(lams[1:], [f"{lam:g}" for lam in lams[1:]], rotation=45)
+    ax_count.minorticks_off()
+    ax_count.legend(loc="center left")
+    blank = np.full(mosaic(sweeps["l1_prox"].W[0], sweeps["l2"].W[0]).shape, np.nan)
+    maps = ax_maps.imshow(blank, cmap="RdBu_r", vmin=-1, vmax=1)
+    zeros = ax_maps.imshow(blank, cmap=plt.matplotlib.colors.ListedColormap(["0.5"]), vmin=0, vmax=1)
+    ax_maps.set(xticks=[], yticks=[8, 27], yticklabels=["L1 prox", "L2"], xlabel="digits 0–4 (upper), 5–9 (lower)")
+    fig.colorbar(maps, ax=ax_maps, shrink=0.8, label="weight (gray: exactly 0)")
+    plt.close(fig)                                 # shown by the slider panel
+
+    def update(lam):
+        i = lams.index(lam)
+        m = mosaic(sweeps["l1_prox"].W[i], sweeps["l2"].W[i])      # L1-prox maps on top, L2 below
+        maps.set_data(m)
+        zeros.set_data(np.where(m == 0, 1.0, np.nan))
+        counts = [s.zeros[i] for s in sweeps.values()] if lam else []      # λ = 0 is off the log axis
+        ring.set_data([lam] * len(counts), counts)
+        ax_maps.set_title(f"λ = {lam:g}: {sweeps['l1_prox'].zeros[i]} zeros (L1), {sweeps['l2'].zeros[i]} (L2)")
+
+    return fig, update
+
+
+def plot_bias_penalty(x, y):
+    """The data (x, y) of `offset_regression` and three `fit_line` fits: λ = 0, λ = 1 on the weight
+    only, λ = 1 on weight and bias (which pulls the whole line toward 0). Returns the figure."""
+    grid = torch.linspace(-2, 2, 50, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(10, 3.8), layout="constrained")
+    ax.plot(x, y, "k.", label="data: y = 5 + 0.5x + noise")
+    for lam, penalize_bias, style in ((0.0, False, "C2:"), (1.0, False, "C0-"), (1.0, True, "C3--")):
+        w, b = fit_line(x, y, lam, penalize_bias)
+        which = "weight and bias" if penalize_bias else "weight only"
+        ax.plot(grid, w * grid + b, style, label=f"λ = {lam:g}, penalty on {which}: w = {w:.2f}, b = {b:.2f}")
+    ax.set(title="L2 on the bias pulls the whole line toward 0", xlabel="x", ylabel="y", ylim=(0, 7))
+    ax.legend(loc="lower right")
+    return fig
