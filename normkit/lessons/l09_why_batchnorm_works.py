@@ -13,6 +13,7 @@ trained through `train.fit`; each gives the numbers it gives alone (`run_mlp`, t
 - `Probe` (the loss landscape along the gradient, their Fig. 4);
 - `LayerHealth`, `layer_health`, `update_ratios` (Karpathy's diagnostics);
 - `PIXEL`, `unit_values`, `kurtosis`, `batch_means` (the batch statistics of seed 002's claims);
+- the figures of sections 4 and 5: `plot_smoothness`, `plot_layer_health`, `plot_update_ratios`;
 - the exercise checkers `check_max_stable_lr`, `check_gradient_change`, `check_which_norm` and the
   scenarios `WHICH_NORM_SCENARIOS`.
 """
@@ -21,6 +22,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
@@ -35,6 +37,7 @@ __all__ = ["SIZES", "mlp", "scale_init", "weight_norms", "STEPS", "LRS", "SCALES
            "Record", "train_stacked", "experiments", "unit_percentiles", "probes",
            "NoisyBatchNorm1d", "Probe", "LayerHealth", "layer_health", "update_ratios",
            "PIXEL", "unit_values", "kurtosis", "batch_means",
+           "plot_smoothness", "plot_layer_health", "plot_update_ratios",
            "check_max_stable_lr", "check_gradient_change", "check_which_norm", "WHICH_NORM_SCENARIOS"]
 
 SIZES = [PIXELS, 64, 64, 64, CLASSES]          # the MLP of notebook 09: three hidden ReLU layers of 64
@@ -427,6 +430,75 @@ def batch_means(values, batch_size, n_batches=2000, seed=0):
     epochs = [torch.randperm(len(values), generator=gen)[:per_epoch * batch_size]
               for _ in range(-(-n_batches // per_epoch))]
     return values[torch.cat(epochs)[:n_batches * batch_size].view(n_batches, batch_size)].mean(1)
+
+
+# ----------------------------------------------------------------------------- figures of sections 4 and 5
+_LAYER_STYLE = [dict(color="C0", ls="-"), dict(color="C1", ls="--"), dict(color="C2", ls=":"),   # layers 1–4
+                dict(color="C3", ls="-.")]
+
+
+def plot_smoothness(runs, names, style):
+    """Section 4's figure, the picture of Santurkar et al.'s Fig. 4: for the runs (norm, lr 0.1, s = 1)
+    of `runs` (`experiments()`), one per norm of `names`, against the SGD step of each probe: the loss
+    along the gradient, min to max over the probed step sizes (left), the gradient predictiveness
+    (middle) and the effective β-smoothness (right), log scales. `names` maps each norm to its label,
+    `style` to its line style. Returns the figure."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6), gridspec_kw=dict(wspace=0.45))
+    for norm in names:
+        pr = probes(runs[norm, 0.1, 1.0])
+        steps, line = np.arange(len(pr)) * 10, {k: v for k, v in style[norm].items() if k != "marker"}
+        axes[0].fill_between(steps, [p.loss_min for p in pr], [p.loss_max for p in pr], color=line["color"], alpha=0.4,
+                             hatch="//" if norm is None else None, label=names[norm])
+        axes[1].plot(steps, [p.grad_change for p in pr], **style[norm], label=names[norm])
+        axes[2].plot(steps, [p.beta for p in pr], **style[norm], label=names[norm])
+    axes[0].set(title="loss along the gradient", ylabel="loss at w − ηg, min to max")
+    axes[1].set(title="gradient predictiveness", ylabel="max ‖∇L(w − ηg) − ∇L(w)‖")
+    axes[2].set(title="effective β-smoothness", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
+    for ax, ticks in zip(axes, ([0.1, 0.3, 1, 3], [0.3, 1, 3, 10], [3, 5, 10, 20])):
+        ax.set(xlabel="SGD step", yscale="log")
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.minorticks_off()
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0), ncols=2)
+    return fig
+
+
+def plot_layer_health(health, names, scale):
+    """Section 5's histograms at initialization: for each network of `health` ({norm: layer_health(…)},
+    one column per norm, labelled by `names`; `scale` is the init scale named in the titles), the
+    density of each hidden layer's ReLU input (top row) and of the gradient at its ReLU output,
+    × 10⁴ (bottom row), each layer's standard deviation in the legend. Returns the figure."""
+    fig, axes = plt.subplots(2, 2, figsize=(10, 5.6), sharex="row", sharey="row",
+                             gridspec_kw=dict(hspace=0.65, wspace=0.08))
+    for col, norm in enumerate(names):
+        for i, h in enumerate(health[norm]):
+            for row, values, factor, lim in ((0, h.pre, 1, 4), (1, h.grad, 1e4, 8)):
+                counts, edges = np.histogram((values * factor).numpy(), bins=64, range=(-lim, lim), density=True)
+                axes[row, col].stairs(counts, edges, lw=2, **_LAYER_STYLE[i],
+                                      label=f"layer {i + 1}: sd {values.std() * factor:.2g}")
+        axes[0, col].set(title=f"{names[norm]}, s = {scale:g}: activations", xlabel="input of the ReLU")
+        axes[1, col].set(title="gradients", xlabel="∂L/∂(output of the ReLU)  × 10⁴")
+        for row in (0, 1):
+            axes[row, col].legend(loc="upper right", handlelength=1.5)
+    axes[0, 0].set_ylabel("density")
+    axes[1, 0].set_ylabel("density")
+    return fig
+
+
+def plot_update_ratios(cases):
+    """Section 5's update-to-data ratios: one panel per case of `cases` ({title: (run, learning rate)},
+    runs of `experiments()`), log10(η‖∇W‖ / ‖W‖) of each layer against the SGD step
+    (`update_ratios`), Karpathy's ≈ −3 dotted. Returns the figure."""
+    fig, axes = plt.subplots(1, len(cases), figsize=(10, 3.8), sharey=True, gridspec_kw=dict(wspace=0.08))
+    for ax, (title, (run, lr)) in zip(axes, cases.items()):
+        steps, ratios = update_ratios(run, lr)
+        for i, r in enumerate(ratios):
+            ax.plot(steps, r, **_LAYER_STYLE[i], lw=2, label=f"layer {i + 1}")
+        ax.axhline(-3, color="k", lw=1, ls=(0, (1, 3)))
+        ax.set(title=title, xlabel="SGD step", ylim=(-4.5, 0))
+    axes[0].set_ylabel("log₁₀(η‖∇W‖ / ‖W‖)")
+    axes[1].text(2, -3.1, "Karpathy's ≈ −3", va="top")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0), ncols=4)
+    return fig
 
 
 # ----------------------------------------------------------------------------- exercise checkers
