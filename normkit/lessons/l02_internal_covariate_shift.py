@@ -5,6 +5,7 @@
   `conditioning` (eigenvalues, condition number κ, largest stable step 2/λ_max), `gd_path` and
   `steps_to_converge` (gradient descent on the quadratic, exactly), `loss_ellipses` (its contours),
   and `conditioning_sweep`: all of that for each ratio, raw vs min–max vs standardized;
+  `ratio_panel` draws it as the notebook's slider panel (figure and update);
 - covariate shift (공변량 변화) of the inputs: `shift_split` (two-class points at shift 0),
   `train_shift_classifier`, `accuracy_under_shift` (the same model on inputs moved by each shift).
 - internal covariate shift (내부 공변량 변화), Ioffe & Szegedy 2015 Fig. 1 on digits:
@@ -17,6 +18,7 @@
 import math
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
@@ -28,7 +30,7 @@ __all__ = ["standardize", "min_max_scale", "scaled_regression", "hessian", "cond
            "steps_to_converge", "loss_ellipses", "conditioning_sweep", "Conditioning",
            "shift_split", "train_shift_classifier", "accuracy_under_shift", "sigmoid_input_name",
            "sigmoid_mlp_run", "percentile_drift", "steps_to_accuracy",
-           "check_unit_percentiles", "check_importance_weight"]
+           "check_unit_percentiles", "check_importance_weight", "ratio_panel"]
 
 
 # ====================================================================== input normalization
@@ -139,6 +141,51 @@ def conditioning_sweep(ratios, n=200, seed=0, tol=1e-3):
         out[r] = {k: (conditioning(h), steps_to_converge(h, tol=tol)) for k, h in hs.items()}
         out[r]["hessian"] = hs
     return out
+
+
+def ratio_panel(sweep, levels=(0.02, 0.08, 0.32, 1.28)):
+    """The slider panel of the feature-scale ratio r; returns (fig, update) for `explore.interact`.
+
+    Left and middle: loss contours (at the loss values `levels`) in the two weight offsets and the
+    gradient-descent path at the fastest constant step, raw and standardized features; right: steps to
+    converge against r (raw, min-max, standardized), the current r circled. update(ratio) redraws the
+    contours, paths and titles for that ratio of `sweep` (from `conditioning_sweep`).
+    """
+    ratios = list(sweep)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 4.1), width_ratios=(1, 1, 1.3))
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.23, top=0.92, wspace=0.38)   # fixed: no layout pass
+    drawn = {}
+    for ax, kind in zip(axes, ("raw", "standardized")):
+        drawn[kind] = ([ax.plot([], [], color="0.55", lw=1)[0] for _ in levels],
+                       ax.plot([], [], "o-", color="C3", ms=3, lw=0.8)[0])
+        ax.plot([-1], [-1], "ks", ms=7)
+        ax.plot([0], [0], "k*", ms=12)
+        ax.set(xlim=(-1.6, 1.6), ylim=(-1.6, 1.6), aspect="equal", xlabel="w₁ − w₁* (weight offset)",
+               ylabel="w₂ − w₂* (weight offset)")
+    handles = [drawn["raw"][1], axes[0].lines[-2], axes[0].lines[-1], drawn["raw"][0][0]]
+    fig.legend(handles, ["gradient descent", "start", "minimum", "loss contours"], loc="lower left",
+               ncols=4)
+    for kind, style in {"raw": "o-", "min-max": "s--", "standardized": "^:"}.items():
+        axes[2].loglog(ratios, [sweep[r][kind][1] for r in ratios], style, label=kind)
+    here, = axes[2].plot([], [], "o", ms=14, mfc="none", mec="k", mew=1.5)
+    axes[2].set(title="steps to converge", xlabel="feature-scale ratio r", ylabel="gradient-descent steps")
+    axes[2].set_xticks(ratios, [str(r) for r in ratios])
+    axes[2].minorticks_off()
+    axes[2].legend(loc="upper left")
+    plt.close(fig)        # shown by explore.interact, under its slider
+
+    def update(ratio):
+        for kind, ax in zip(drawn, axes):
+            h = sweep[ratio]["hessian"][kind][1:, 1:]       # the two weights; the intercept is decoupled
+            cond, steps = sweep[ratio][kind]
+            for line, curve in zip(drawn[kind][0], loss_ellipses(h, levels)):
+                line.set_data(curve[:, 0], curve[:, 1])
+            path = gd_path(h, [-1.0, -1.0], cond.lr_best, 25)
+            drawn[kind][1].set_data(path[:, 0], path[:, 1])
+            ax.set_title(f"{kind}: κ = {cond.kappa:.0f}, {steps} steps")
+        here.set_data([ratio], [sweep[ratio]["raw"][1]])
+
+    return fig, update
 
 
 # ====================================================================== covariate shift of inputs

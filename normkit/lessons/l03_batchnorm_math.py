@@ -7,13 +7,14 @@
   (|y| < `SIGMOID_LINEAR_HALF_WIDTH`) and where a ReLU outputs 0;
 - dead ReLU units: `active_share` (per unit, the share of examples with output > 0), `dead_share`
   (units inactive on every example) and `dead_unit_experiment` (a layer with shifted biases, with and
-  without batch norm, and the weight gradients its units get);
+  without batch norm, and the weight gradients its units get), drawn by `plot_active_shares`;
 - `batch_stat_spread`: how noisy the batch statistics μ_B, σ²_B are for a given batch size, and
   `variance_spread`, what statistics predicts for σ²_B from the kurtosis;
 - the exercise checkers `check_batch_norm_train`, `check_identity_params`, `check_batch_norm_backward`.
 """
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import torch
 
 from torch.nn.functional import cross_entropy
@@ -24,7 +25,8 @@ from ..validate import check_range
 __all__ = ["BatchNormSteps", "batch_norm_steps", "hidden_preactivations", "skewness", "kurtosis",
            "activation_regions", "SIGMOID_LINEAR_HALF_WIDTH", "active_share", "dead_share",
            "dead_unit_experiment", "batch_stat_spread", "variance_spread",
-           "check_batch_norm_train", "check_identity_params", "check_batch_norm_backward"]
+           "check_batch_norm_train", "check_identity_params", "check_batch_norm_backward",
+           "plot_active_shares"]
 
 
 # ----------------------------------------------------------------------------- batch norm, step by step
@@ -145,6 +147,19 @@ def batch_stat_spread(population, batch_sizes, n_batches=500, seed=0):
     idx = torch.rand(n_batches, n, generator=g).argsort(1)[:, :b_max]   # one shuffle per batch
     draws = population[idx]
     return {b: (draws[:, :b].mean(1), draws[:, :b].var(1, correction=0)) for b in batch_sizes}
+
+
+def plot_active_shares(dead):
+    """For each setting of `dead_unit_experiment`, the share of digits on which each of the 100 units
+    outputs > 0, units sorted by it (a flat line at 0: the dead units); returns the figure."""
+    fig, ax = plt.subplots(figsize=(10, 3.3), layout="constrained")
+    for (name, (active, _)), style in zip(dead.items(), ("s-", "x--", "o:")):
+        ax.plot(range(1, 101), active.sort().values, style, ms=4, markevery=5, label=name)
+    ax.axhline(0, color="0.5", lw=0.8)
+    ax.set(title="Each unit: on how many of the 1,300 digits does it output > 0? (units sorted)",
+           xlabel="unit (sorted by its share)", ylabel="share of digits, output > 0", ylim=(-0.03, 1))
+    ax.legend(title="Linear(64, 100) → ReLU", loc="upper left")
+    return fig
 
 
 def variance_spread(kappa, batch_size):

@@ -5,7 +5,7 @@
 - `keras_moving_average`: the seeds' and Keras' momentum convention (moving ← m·moving + (1 − m)·value),
   PyTorch's with m = 1 − momentum; `ema_steps_to_forget`: how long the initial value still weighs;
 - `prediction_by_company`: what a forgotten `model.eval()` does (one input's prediction in
-  different batches, training vs eval mode);
+  different batches, training vs eval mode), drawn by `plot_company`;
 - `batch_norm_of_one`: what the training formula does to a batch of one example;
 - `placement_experiment`: batch norm before vs after the activation, several seeds trained at once
   (`models.Stack`) through `train.fit` with `train.stacked_cross_entropy`, with the
@@ -15,8 +15,10 @@
 import copy
 import itertools
 import math
+import textwrap
 from dataclasses import dataclass
 
+import matplotlib.pyplot as plt
 import torch
 
 from .. import check, layers, models, train
@@ -24,7 +26,7 @@ from ..validate import check_int, check_range
 
 __all__ = ["RunningTrace", "running_stats_trace", "keras_moving_average", "ema_steps_to_forget",
            "prediction_by_company", "batch_norm_of_one", "placement_experiment",
-           "check_running_mean", "check_running_var", "check_bn_inference"]
+           "check_running_mean", "check_running_var", "check_bn_inference", "plot_company"]
 
 
 # ----------------------------------------------------------------------------- running statistics
@@ -181,6 +183,21 @@ def _torch_bn_after_one_step(running_mean, running_var, batch, momentum):
     bn.running_var.copy_(running_var)
     bn.train()(batch)
     return bn
+
+
+def plot_company(company, p_train, p_eval, label):
+    """Bars of P(class `label`) for one test image in each batch of `company` (names → the rest of the
+    batch), in training mode (hatched) and in eval mode (`prediction_by_company`); returns the figure."""
+    fig, ax = plt.subplots(figsize=(10, 3.9), layout="constrained")
+    pos = torch.arange(len(company))
+    ax.bar(pos - 0.2, p_train, 0.4, hatch="//", edgecolor="white", label="model.train() (forgot eval)")
+    ax.bar(pos + 0.2, p_eval, 0.4, label="model.eval()")
+    ax.set_xticks(pos, [textwrap.fill(name, 14) for name in company])
+    ax.set(title=f"The same test image (a '{label}') in different batches", xlabel="the rest of the batch",
+           ylabel=f"P(class {label})", ylim=(0, 1.3))
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    ax.legend(loc="upper center", ncols=2)
+    return fig
 
 
 def check_running_mean(fn):

@@ -8,7 +8,9 @@
     batch_size_sweep(...)                         # Wu & He 2018 in miniature: BN vs GN vs images per batch
     NormRNN(8, 32, norm="layer")                  # a recurrent net with layer norm (Ba et al. 2016)
     batch_dependence(model, sample, others_a, others_b)
+    plot_rnn_batch_dependence(sample, rest)      # its figure: layer norm vs batch norm
     photo(), restyle(img, contrast, brightness)   # an image and a change of its "style"
+    plot_instance_norm_styles(styles, inorm)      # styled images and their instance norm
     time_forward_backward(fn, x)                  # milliseconds per forward + backward
     autograd_nodes(y)                             # the backward operations autograd recorded for y
 
@@ -16,6 +18,7 @@ and the exercise checkers `check_norm_dims`, `check_group_norm`, `check_rms_norm
 """
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
@@ -25,7 +28,8 @@ from ..validate import check_groups, check_int, check_range
 
 __all__ = ["METHODS", "stat_sets", "GhostBatchNorm2d", "ghost_cnn", "train_cnn", "CNNStack",
            "batch_size_sweep", "NormRNN", "batch_dependence", "photo", "restyle",
-           "time_forward_backward", "autograd_nodes", "check_norm_dims", "check_group_norm", "check_rms_norm"]
+           "time_forward_backward", "autograd_nodes", "check_norm_dims", "check_group_norm", "check_rms_norm",
+           "plot_rnn_batch_dependence", "plot_instance_norm_styles"]
 
 METHODS = ("batch", "layer", "instance", "group")
 
@@ -288,6 +292,24 @@ def photo(name="china.jpg", size=96):
     return torch.nn.functional.interpolate(img, size=(size, size), mode="area")
 
 
+def plot_rnn_batch_dependence(sample, rest):
+    """Hidden unit 0 of `sample` over time, run through a `NormRNN` (seed 1) together with each set of
+    other sequences in `rest` (names → sequences): layer norm (left) and batch norm in training mode
+    (right), the largest change (`batch_dependence`) in each title; returns the figure."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained", sharey=True)
+    for ax, norm in zip(axes, ("layer", "batch")):
+        torch.manual_seed(1)
+        rnn = NormRNN(4, 16, norm=norm)
+        for (label, others), style in zip(rest.items(), ("-", "--")):
+            out = rnn(torch.cat([sample[None], others])).detach()
+            ax.plot(out[0, :, 0], style, lw=2, label=f"sequence 0 batched with {label}")
+        change = batch_dependence(rnn, sample, *rest.values())
+        ax.set(title=f"{norm} norm RNN: max change {change:.3f}", xlabel="time step",
+               ylabel="hidden unit 0 of sequence 0")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2)
+    return fig
+
+
 def restyle(img, contrast=1.0, brightness=0.0, tint=(1.0, 1.0, 1.0)):
     """Change an image's global "style": per channel, x -> contrast·tint_c·(x − mean) + mean + brightness."""
     check_range("contrast", contrast)
@@ -308,6 +330,22 @@ def time_forward_backward(fn, x, repeat=30):
             times.append(1e3 * (time.perf_counter() - t0))
         x.grad = None
     return float(np.median(times))
+
+
+def plot_instance_norm_styles(styles, inorm):
+    """Top row: each image of `styles` (names → (1, 3, H, W) images, clipped to [0, 1] for display);
+    bottom row: what the instance norm `inorm` makes of it, shown as 0.5 + 0.22·x̂; returns the figure."""
+    fig, axes = plt.subplots(2, 4, figsize=(10, 5.6), layout="constrained")
+    fig.suptitle("Four styles of one photo (96 × 96 px), and what instance norm makes of them")
+    axes[0, 0].set_ylabel("input")
+    axes[1, 0].set_ylabel("instance norm\n(shown as 0.5 + 0.22·x̂)")
+    for col, (name, im) in enumerate(styles.items()):
+        axes[0, col].imshow(im[0].permute(1, 2, 0).clamp(0, 1))
+        axes[1, col].imshow((inorm(im)[0].permute(1, 2, 0) * 0.22 + 0.5).clamp(0, 1))
+        axes[0, col].set_title(name.replace(", ", ",\n"))
+        for ax in axes[:, col]:
+            ax.set(xticks=[], yticks=[])
+    return fig
 
 
 def autograd_nodes(output):
