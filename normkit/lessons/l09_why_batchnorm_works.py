@@ -17,7 +17,6 @@ trained through `train.fit`; each gives the numbers it gives alone (`run_mlp`, t
 - the exercise checkers `check_max_stable_lr`, `check_gradient_change`, `check_which_norm` and the
   scenarios `WHICH_NORM_SCENARIOS`.
 """
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -208,9 +207,9 @@ def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_f
         return stack.member(i, out=nets[i])
 
     def loss_fn(logits, y):
-        per = cross_entropy(logits, y.reshape(-1, 1).expand(-1, k), reduction="none").mean(0)   # (K,)
-        if y.dim() == 2:                       # fit's evaluation on the test set (labels (N, 1)), at the end
-            evaluated["acc"] = (logits.argmax(1) == y).float().mean(0).tolist()
+        per = cross_entropy(logits, y[:, None].expand(-1, k), reduction="none").mean(0)   # (K,)
+        if not torch.is_grad_enabled():        # fit's evaluation on the test set (no_grad), at the end
+            evaluated["acc"] = (logits.argmax(1) == y[:, None]).float().mean(0).tolist()   # (N, K) → (K,)
             evaluated["loss"] = per.tolist()
             return per.mean()
         values = per.tolist()
@@ -237,7 +236,7 @@ def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_f
                 hists[i].extra.append(Record(step, dict(zip(weights, norms[i])), units[i], probe))
         torch.set_rng_state(rng)
 
-    train.fit(stack, _labels_as_columns(data.digits()), steps=steps, optimizer=opt, loss_fn=loss_fn,
+    train.fit(stack, data.digits(), steps=steps, optimizer=opt, loss_fn=loss_fn,
               eval_every=None, eval_train=False, callback=record, callback_every=record_every, seed=seed)
     grads = torch.stack(opt.grad_norms) if opt.grad_norms else torch.zeros(0, len(names), k)   # (steps, params, K)
     for i, h in enumerate(hists):
@@ -247,13 +246,6 @@ def _train_stack(configs, steps, seed, probed, record_every, probe_every, step_f
             unstack(i)
             h.eval_steps, h.test_acc, h.test_loss = [steps], [evaluated["acc"][i]], [evaluated["loss"][i]]
     return hists
-
-
-def _labels_as_columns(split):
-    """The split with test labels of shape (N, 1): fit's evaluation compares them with the stack's
-    predictions (N, K), one column per network, and passes them to the loss, which tells evaluation
-    from training by their shape and keeps each network's test accuracy and loss."""
-    return dataclasses.replace(split, y_test=split.y_test[:, None])
 
 
 def train_stacked(configs, steps=STEPS, seed=0, probed=(), record_every=RECORD_EVERY, probe_every=PROBE_EVERY,
