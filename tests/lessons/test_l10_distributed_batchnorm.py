@@ -86,6 +86,15 @@ def test_checker_sync_input_grad(capsys):
     assert out[0].startswith("✓") and out[1].startswith("✗")
 
 
+def test_checkers_print_a_cross_for_the_students_stubs(capsys):
+    """The notebook's stubs (`...` bodies, which return None) give ✗, not an error."""
+    assert not lesson.check_combine_stats(lambda sums, sumsqs, counts: None)
+    assert not lesson.check_merge_moments(lambda n_a, mean_a, m2_a, n_b, mean_b, m2_b: None)
+    assert not lesson.check_sync_input_grad(lambda dy, xhat, rstd, gamma, sum_dy, sum_dy_xhat, count: None)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and all(line.startswith("✗ ") and line.endswith("got None") for line in out)
+
+
 # ----------------------------------------------------------------------------- claims of notebook 10
 def test_claim_per_replica_bn_fails_at_small_batches_and_sync_bn_does_not():
     """'At 2 samples per replica, per-replica BN barely trains (31–41 % test accuracy, against 88 %
