@@ -209,3 +209,42 @@ def test_claim_naive_stacking_over_regularizes_and_re_tuning_repairs_it():
     assert stacked.train_acc < 0.6                        # below the 0.7 of the right labels
     assert stacked.test_acc < table.baseline.test_acc and stacked.val_acc < table.baseline.val_acc
     assert retuned.test_acc > stacked.test_acc + 0.2 and retuned.test_acc > best_single.test_acc - 0.04
+
+
+# ----------------------------------------------------------------------------- the answer key
+def _model_answer():
+    """The table of instructor/answers/11_capstone.md: its code blocks run in order, as in the edition."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "instructor" / "edition.py"
+    spec = importlib.util.spec_from_file_location("instructor_edition", path)
+    edition = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(edition)
+    key = edition.answers_path("11_capstone.ipynb")
+    scope = {"lesson": lesson}
+    for block in edition.parse(key.read_text(encoding="utf-8"), key.name):
+        if block.kind == "cell":
+            exec(compile(block.source, key.name, "exec"), scope)
+    return scope["table"]
+
+
+def test_claim_the_model_answer_passes_and_shows_what_its_written_answers_say(capsys):
+    """The answer key's table turns the checker ✓, and its written answers hold on every kernel path:
+    the stack underfits below the baseline; the re-tuned combination (best of 8) leads on validation
+    but not on test; batch norm stays at the baseline; the early-stopping rows lose 0.03–0.05 to test."""
+    table = _model_answer()
+    capsys.readouterr()
+    assert lesson.check_table(table)
+    assert capsys.readouterr().out.startswith("✓ ")
+    rows = {label: r for label, (r, _) in table.chosen.items()}
+    base, stacked, retuned = table.baseline, rows["all stacked"], rows["re-tuned combination"]
+    singles = [rows[t] for t in lesson.TECHNIQUES]
+    assert table.final[0] == "re-tuned combination"
+    assert stacked.train_acc < 0.5 and stacked.test_acc < base.test_acc - 0.1                 # 0.44, 0.53
+    assert retuned.val_acc > max(r.val_acc for r in singles) + 0.015                         # 0.877 vs 0.853
+    assert retuned.test_acc < max(r.test_acc for r in singles) + 0.01                        # 0.837 vs 0.845–0.863
+    assert 0.02 < retuned.val_acc - retuned.test_acc < 0.07 and 0.65 < retuned.train_acc < 0.8
+    assert abs(rows["batch norm"].test_acc - base.test_acc) < 0.03 and rows["batch norm"].train_acc > 0.97
+    for r in (rows["early stopping"], stacked):
+        assert 0.02 < r.val_acc - r.test_acc < 0.07                                         # 0.033, 0.054
+    assert all(-0.02 < r.test_acc - r.val_acc < 0.04 for r in singles[:5])                  # −0.01 to +0.03
