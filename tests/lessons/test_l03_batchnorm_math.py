@@ -142,13 +142,12 @@ def test_checker_reports_an_unanswered_exercise(capsys):
     out = capsys.readouterr().out
     assert "✗ batch_norm_train (N, C, H, W): expected a tensor of shape (6, 3, 4, 5), got None" in out
     assert not lesson.check_identity_params(lambda x, eps: None)
-    assert "✗ identity_params (γ then β): your function raised TypeError" in capsys.readouterr().out
-
-
-def test_checkers_reject_the_notebook_stubs(capsys):
-    assert not lesson.check_batch_norm_train(lambda x, gamma, beta, eps=1e-5: x)
-    assert not lesson.check_batch_norm_backward(lambda dout, x, gamma, eps=1e-5: dout)
-    capsys.readouterr()
+    assert "✗ identity_params (γ then β): expected a tensor of shape (10,), got None" in capsys.readouterr().out
+    assert not lesson.check_batch_norm_backward(lambda dout, x, gamma, eps: None)
+    assert "✗ batch_norm_backward (N, C, H, W): expected a tensor of shape (6, 3, 4, 5), got None" \
+        in capsys.readouterr().out
+    assert not lesson.check_identity_params(lambda x, eps: x.std(0))        # not a (γ, β) pair
+    assert "✗ identity_params (γ then β): your function raised ValueError" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- claims of notebook 03

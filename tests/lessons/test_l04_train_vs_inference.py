@@ -148,6 +148,17 @@ def test_checker_reports_an_exception_and_a_wrong_shape(capsys):
     assert "expected a tensor of shape (5,)" in capsys.readouterr().out
 
 
+def test_checkers_report_the_notebook_stubs(capsys):
+    """The notebook's stubs return None: each checker prints its ✗ line and returns a falsy value."""
+    assert not lesson.check_running_mean(lambda running_mean, batch, momentum: None)
+    assert not lesson.check_running_var(lambda running_var, batch, momentum: None)
+    assert not lesson.check_bn_inference(lambda x, running_mean, running_var, gamma, beta, eps=1e-5: None)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["✗ running_mean: expected a tensor of shape (5,), got None",
+                   "✗ running_var: expected a tensor of shape (5,), got None",
+                   "✗ bn_inference: expected a tensor of shape (16, 5), got None"]
+
+
 # ----------------------------------------------------------------------------- claims of notebook 04
 @pytest.fixture(scope="module")
 def trained_bn_mlp():

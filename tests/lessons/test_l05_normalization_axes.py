@@ -249,6 +249,15 @@ def test_claim_torch_cpu_rms_norm_is_a_chain_and_layer_norm_one_kernel():
         assert lesson.autograd_nodes(fn(t, (512,))) == ["_NormalizeBackward"]
 
 
+def test_figure_path_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """The instructor edition and graded releases run copies of notebook 05 outside notebooks/."""
+    monkeypatch.chdir(tmp_path)
+    path = lesson.figure_path("norm_cubes.png")
+    assert path.is_file() and path.parent.name == "figures"
+    with pytest.raises(FileNotFoundError, match="nothing.png"):
+        lesson.figure_path("nothing.png")
+
+
 # ----------------------------------------------------------------------------- exercise checkers
 
 
@@ -279,6 +288,17 @@ def test_check_rms_norm(capsys):
     assert capsys.readouterr().out.startswith("✓")
     assert not lesson.check_rms_norm(lambda x, eps: _normalize(x, (-1,), eps))
     assert capsys.readouterr().out.startswith("✗")
+
+
+def test_checkers_report_the_notebook_stubs(capsys):
+    """The notebook's stubs return None: each checker prints its ✗ line and returns a falsy value."""
+    assert not lesson.check_norm_dims(lambda method: None)
+    assert not lesson.check_group_norm(lambda x, num_groups, eps: None)
+    assert not lesson.check_rms_norm(lambda x, eps: None)
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["✗ norm_dims: for 'batch' your function returned None; expected a tuple of dims",
+                   "✗ group_norm: expected a tensor of shape (4, 6, 3, 3), got None",
+                   "✗ rms_norm: expected a tensor of shape (8, 10), got None"]
 
 
 # ----------------------------------------------------------------------------- claims of notebook 05
