@@ -234,6 +234,11 @@ def check_l1_minimum(fn):
     """Exercise: fn(alpha) -> argmin_w of ¼(w − 4.5)² + 1 + α|w| (seed 004's loss + L1)."""
     alphas = [0.0, 0.5, 1.0, 2.0, 2.25, 3.0, 5.0]
     expected = torch.tensor([max(4.5 - 2 * a, 0.0) for a in alphas], dtype=torch.float64)
+    try:
+        if fn(alphas[0]) is None:              # the exercise's stub: say what a number it should be
+            return check.failed("l1_minimum", "expected a number, the minimizer w* (4.5 at α = 0), got None")
+    except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
+        return check.raised("l1_minimum", e)
     return check.exercise("l1_minimum", check.each(fn), (alphas,), expected,
                           "max(4.5 − 2α, 0) for α = 0 … 5", atol=1e-6)
 
@@ -266,6 +271,11 @@ def check_weight_penalty(fn):
     def penalty(model, lam):
         out = fn(model, lam)
         return None if out is None else torch.as_tensor(out, dtype=torch.float64).reshape(())
+    try:
+        if fn(model, lam) is None:             # the exercise's stub: say what a number it should be
+            return check.failed("weight_penalty", "expected a number, ½λ·Σw² over the weights, got None")
+    except Exception as e:  # noqa: BLE001 (a student's error becomes the ✗ line)
+        return check.raised("weight_penalty", e)
     return check.exercise("weight_penalty", penalty, (model, lam), expected.detach(),
                           "½λ·Σ (Linear weights)², biases and BN γ, β left out")
 

@@ -174,6 +174,15 @@ def test_checker_accepts_the_right_answer_and_rejects_a_wrong_one(checker, right
     assert_checker_verdicts(checker, right, wrong, capsys)
 
 
+@pytest.mark.parametrize("checker", [lesson.check_l1_minimum, lesson.check_elastic_net_step,
+                                     lesson.check_weight_penalty])
+def test_checkers_turn_the_stub_into_a_cross(checker, capsys):
+    """The student's cell is the answer key's with `...  # your code here`: the function returns None."""
+    assert not checker(lambda *args: None)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ") and "got None" in out and "raised" not in out
+
+
 def test_weight_penalty_checker_leaves_the_global_rng_alone():
     torch.manual_seed(3)
     before = torch.get_rng_state()

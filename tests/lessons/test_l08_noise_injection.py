@@ -134,6 +134,14 @@ def test_checkers_pass_and_fail(checker, good, bad, capsys):
     assert capsys.readouterr().out.startswith("✗")
 
 
+@pytest.mark.parametrize("checker", [lesson.check_noisy_mse, lesson.check_bn_noise])
+def test_checkers_turn_the_stub_into_a_cross(checker, capsys):
+    """The student's cell is the answer key's with `...  # your code here`: the function returns None."""
+    assert not checker(lambda *args: None)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ") and "got None" in out and "raised" not in out
+
+
 # ----------------------------------------------------------------------------- claims of notebook 08
 # Notebook scale, bands that hold on every kernel path we ran.
 def test_claim_input_noise_is_ridge_and_weight_noise_is_not():
