@@ -17,7 +17,9 @@ error" for the error on new data itself. This module trains small MLPs on the 8�
 - `ensemble_predict(models, x)`: average the models' probabilities (the fourth family).
 - the exercise checkers `check_generalization_gap`, `check_ensemble_predict`.
 """
+import contextlib
 import functools
+import io
 import math
 
 import torch
@@ -358,20 +360,40 @@ def ensemble_predict(models, x):
 
 # ----------------------------------------------------------------------------- exercise checkers
 def check_generalization_gap(fn):
-    """Exercise: fn(model, split) -> train accuracy − test accuracy (a number).
+    """Exercise: fn(model, split) -> train accuracy − test accuracy (a number), measured in eval
+    mode, with the model's mode restored afterwards.
 
-    Checked on a seeded MLP that overfits 30 digits, so the two accuracies differ clearly.
+    Checked on a seeded MLP with dropout (p = 0.5) that overfits 30 digits, so the two accuracies
+    differ clearly. It is handed over in training mode, as after training: a function that forgets
+    model.eval() predicts with dropout on (another, random number), and one that leaves the model
+    in eval mode changes the caller's model; both get a ✗ line that says so.
     """
+    name = "generalization_gap"
     split = data.digits(n_train=30, seed=1)
     with torch.random.fork_rng():                # seeded, without touching the notebook's RNG
         torch.manual_seed(20)
-        model = models.mlp([PIXELS, 32, CLASSES])
+        model = models.mlp([PIXELS, 32, CLASSES], dropout=0.5)
         train.fit(model, split, steps=60, batch_size=30, lr=0.01, optimizer="adam", eval_every=60,
                   seed=20)
-    expected = (train.accuracy(model, split.x_train, split.y_train)
-                - train.accuracy(model, split.x_test, split.y_test))
-    return check.exercise_number("generalization_gap", fn, (model, split), expected,
-                                 "train accuracy − test accuracy (eval mode)", atol=1e-6)
+        model.train()
+        expected = generalization_gap(model, split)
+        modes = []                               # model.training at each forward pass of fn
+        hook = model.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+        line = io.StringIO()                     # exercise_number's line, printed unless a mode is wrong
+        try:
+            with contextlib.redirect_stdout(line):
+                result = check.exercise_number(name, fn, (model, split), expected,
+                                               "train accuracy − test accuracy (eval mode)", atol=1e-6)
+        finally:
+            hook.remove()
+    if any(modes):
+        return check.failed(name, "the model predicted in training mode, with dropout on: call "
+                                  "model.eval() before predicting")
+    if result and not model.training:
+        return check.failed(name, "the gap is right, but the model was left in eval mode: restore the "
+                                  "mode it was in (model.train(was_training))", 0.0)
+    print(line.getvalue(), end="")
+    return result
 
 
 def check_ensemble_predict(fn):

@@ -168,6 +168,43 @@ def test_check_generalization_gap(capsys):
     assert "raised ZeroDivisionError" in capsys.readouterr().out
 
 
+def _accuracy_as_is(model, x, y):
+    with torch.no_grad():
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_check_generalization_gap_wants_eval_mode_and_the_mode_restored(capsys):
+    """The checker's model has dropout and comes in training mode: forgetting model.eval() is a ✗ that
+    names it, and so is leaving the model in eval mode; one line each time."""
+    def no_eval(model, split):
+        return (_accuracy_as_is(model, split.x_train, split.y_train)
+                - _accuracy_as_is(model, split.x_test, split.y_test))
+
+    def not_restored(model, split):
+        model.eval()
+        return no_eval(model, split)
+
+    def restored(model, split):
+        mode = model.training
+        gap = not_restored(model, split)
+        model.train(mode)
+        return gap
+
+    assert not lesson.check_generalization_gap(no_eval)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ generalization_gap: the model predicted in training mode") and out.count("\n") == 1
+    assert not lesson.check_generalization_gap(not_restored)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ generalization_gap: the gap is right, but the model was left in eval mode")
+    assert out.count("\n") == 1
+    assert lesson.check_generalization_gap(restored)
+    out = capsys.readouterr().out
+    assert out.startswith("✓ generalization_gap") and out.count("\n") == 1
+    rng = torch.get_rng_state()
+    lesson.check_generalization_gap(no_eval)                # dropout draws do not touch the caller's RNG
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
 def test_check_ensemble_predict(capsys):
     assert lesson.check_ensemble_predict(lesson.ensemble_predict)
     assert capsys.readouterr().out.startswith("✓ ensemble_predict")
