@@ -55,12 +55,14 @@ import struct
 import time
 import traceback
 import zlib
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import numpy as np
 from IPython import get_ipython
 from IPython.display import Code, display
+from matplotlib import font_manager
 from matplotlib.axis import Axis
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
@@ -78,8 +80,15 @@ _FRAME = (Axis,)                            # ticks and their labels: the costly
 
 # Figures are read on laptops and from the back of a lecture room (a 1280×720 projector): no text
 # below 11 pt (≈ 15 px at the 100 dpi the figures are drawn at). Notebooks never pass smaller sizes.
+# Hangul: matplotlib's default font has none, so a Korean label would be a row of boxes wherever no
+# CJK font is installed. The package ships a subset of Noto Sans CJK KR (OFL; every character the
+# notebooks and lessons use, slides_assets/fonts.py) as the fallback after the usual sans-serif.
+FONT_KR = Path(__file__).resolve().parent / "fonts" / "NotoSansKR-normkit.ttf"
 STYLE = {"font.size": 12, "axes.titlesize": 13, "axes.labelsize": 12, "xtick.labelsize": 11,
-         "ytick.labelsize": 11, "legend.fontsize": 11, "legend.title_fontsize": 11, "figure.titlesize": 13}
+         "ytick.labelsize": 11, "legend.fontsize": 11, "legend.title_fontsize": 11, "figure.titlesize": 13,
+         "font.family": ["sans-serif", "Noto Sans KR normkit"]}
+if FONT_KR.exists():                        # (a source tree without the package data: no fallback)
+    font_manager.fontManager.addfont(str(FONT_KR))
 plt.rcParams.update(STYLE)
 
 

@@ -2,9 +2,13 @@
 
 Skipped, with the reason in the summary, only when no chromium is installed (.ci/run installs it).
 """
+import os
+
 import pytest
 
 from . import labdriver
+
+LAB_CONFIG = labdriver.ROOT / "slides_assets" / "lab"      # what `make lab` puts on JUPYTER_CONFIG_PATH
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +25,18 @@ def chromium():
 
 @pytest.fixture(scope="session")
 def lab(chromium, tmp_path_factory):
-    """JupyterLab on a temporary copy of notebooks/ (the repository's files are never touched)."""
-    with labdriver.jupyterlab(tmp_path_factory.mktemp("lab")) as server:
-        yield server
+    """JupyterLab on a temporary copy of notebooks/ (the repository's files are never touched),
+    configured as `make lab` does: slides_assets/lab on JUPYTER_CONFIG_PATH (its custom.css)."""
+    saved = os.environ.get("JUPYTER_CONFIG_PATH")
+    os.environ["JUPYTER_CONFIG_PATH"] = os.pathsep.join(filter(None, [str(LAB_CONFIG), saved]))
+    try:
+        with labdriver.jupyterlab(tmp_path_factory.mktemp("lab")) as server:
+            yield server
+    finally:
+        if saved is None:
+            os.environ.pop("JUPYTER_CONFIG_PATH", None)
+        else:
+            os.environ["JUPYTER_CONFIG_PATH"] = saved
 
 
 @pytest.fixture(scope="session")
