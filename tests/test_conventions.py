@@ -28,9 +28,16 @@ def test_kernelspec_so_lab_does_not_ask_for_a_kernel(nb):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_every_cell_has_a_slide_type(nb):
-    missing = [i for i, c in enumerate(nb["cells"]) if "slide_type" not in c["metadata"].get("slideshow", {})]
-    assert not missing, f"cells without slideshow.slide_type: {missing}"
+SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes"}
+
+
+def test_slide_types_both_deck_makers_know(nb):
+    """A cell that continues its slide carries no slide_type: nbconvert reads none as "-", while
+    jupyterlab-slideshow 0.3.4 (live presenting) knows only the five types and shows a "-" cell nowhere."""
+    odd = {i: c["metadata"]["slideshow"]["slide_type"] for i, c in enumerate(nb["cells"])
+           if c["metadata"].get("slideshow", {}).get("slide_type", "slide") not in SLIDE_TYPES}
+    assert not odd, f"cells with a slide_type other than {sorted(SLIDE_TYPES)} (or none): {odd}"
+    assert nb["cells"][0]["metadata"]["slideshow"]["slide_type"] == "slide", "the first cell starts the deck"
 
 
 def test_first_cell_states_goal_prerequisites_and_time(nb):
