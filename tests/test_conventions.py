@@ -40,6 +40,24 @@ def test_slide_types_both_deck_makers_know(nb):
     assert nb["cells"][0]["metadata"]["slideshow"]["slide_type"] == "slide", "the first cell starts the deck"
 
 
+def test_no_slide_is_blank_once_code_is_hidden(nb):
+    """Decks show a code cell's outputs only (unless tagged show-code): a slide made of set-up cells
+    without output would be blank, live and offline. Such a cell continues the slide before it."""
+    def starts(c):
+        return c["metadata"].get("slideshow", {}).get("slide_type") in ("slide", "subslide")
+
+    def shows(c):
+        return c["metadata"].get("slideshow", {}).get("slide_type") != "skip" and (
+            c["cell_type"] == "markdown" or c.get("outputs") or "show-code" in c["metadata"].get("tags", []))
+    cells, blank = nb["cells"], []
+    for i, c in enumerate(cells):
+        if starts(c):
+            end = next((j for j in range(i + 1, len(cells)) if starts(cells[j])), len(cells))
+            if not any(shows(x) for x in cells[i:end]):
+                blank.append(i)
+    assert not blank, f"slides with nothing to show once code is hidden, starting at cells {blank}"
+
+
 def test_first_cell_states_goal_prerequisites_and_time(nb):
     first = nb["cells"][0]
     assert first["cell_type"] == "markdown"
