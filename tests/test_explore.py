@@ -20,6 +20,9 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 def shown(monkeypatch):
     calls = []
     monkeypatch.setattr(explore, "display", lambda obj, **kw: calls.append((obj, kw)))
+    # No kernel here, so frames are drawn at once, not while idle; without this a panel would find
+    # the asyncio loop that Playwright's sync API (the browser tests, same xdist worker) leaves running.
+    monkeypatch.setattr(explore._IDLE, "start", lambda panel: False)
     return calls
 
 
