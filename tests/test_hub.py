@@ -23,6 +23,7 @@ Still the slowest test: 68 s on a quiet 2-core machine (load average 1), 90 s at
 thirds of it pip.
 """
 import asyncio
+import concurrent.futures
 import glob
 import http.client
 import json
@@ -234,7 +235,10 @@ def test_hub_recipe_installs_in_a_clean_venv_and_serves_a_notebook(tmp_path):
         assert status == 201, body
         kernel_id = json.loads(body)["kernel"]["id"]
         sources = ["import sys; print(sys.prefix)"] + [c["source"] for c in cells]
-        results = asyncio.run(_run_cells(port, token, kernel_id, sources))
+        # in a thread of its own: Playwright's sync API (browser tests in the same xdist worker)
+        # leaves an asyncio loop running in this one
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            results = pool.submit(asyncio.run, _run_cells(port, token, kernel_id, sources)).result()
         times["notebook 00, every cell"] = time.monotonic() - t0 - sum(times.values())
 
         kernel_prefix = results[0]["text"].strip()                   # the kernel runs in the venv
