@@ -11,8 +11,8 @@ unexport MPLBACKEND
 install: $(STAMP)
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@# torch from PyTorch's CPU index first: on Linux, PyPI's wheel pulls several GB of CUDA libraries
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $$(grep "^torch==" requirements.txt) --extra-index-url https://download.pytorch.org/whl/cpu
+	@# torch from PyTorch's CPU index first (on Linux PyPI's wheel pulls GBs of CUDA); --no-deps: only torch is looked up there
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q --no-deps $$(grep "^torch==" requirements.txt) --extra-index-url https://download.pytorch.org/whl/cpu
 	$(PY) -m pip install -q -r requirements-dev.txt -e .
 	@touch $(STAMP)
 
