@@ -40,6 +40,20 @@ def test_slide_types_both_deck_makers_know(nb):
     assert nb["cells"][0]["metadata"]["slideshow"]["slide_type"] == "slide", "the first cell starts the deck"
 
 
+def test_exercise_code_stays_out_of_the_decks(nb):
+    """The exercise's task is on its slide; its code cell is where students work, and on a slide it
+    would show only the checkers' ✗ lines. Code in the Exercises section is `skip` unless a cell is
+    tagged show-code (the capstone's templates)."""
+    inside, shown = False, []
+    for i, c in enumerate(nb["cells"]):
+        if c["cell_type"] == "markdown" and _text(c).lstrip().startswith("## "):
+            inside = _text(c).lstrip().startswith("## Exercises")
+        elif inside and c["cell_type"] == "code" and "show-code" not in c["metadata"].get("tags", []):
+            if c["metadata"].get("slideshow", {}).get("slide_type") != "skip":
+                shown.append(i)
+    assert not shown, f"exercise code cells on a slide: {shown} (slideshow.slide_type 'skip')"
+
+
 def test_no_slide_is_blank_once_code_is_hidden(nb):
     """Decks show a code cell's outputs only (unless tagged show-code): a slide made of set-up cells
     without output would be blank, live and offline. Such a cell continues the slide before it."""

@@ -343,7 +343,8 @@ def test_live_presenting_hides_code_unless_show_code(lab, page):
             page.evaluate("""(kind) => { const nb = window.jupyterapp.shell.currentWidget.content;
                 const has = c => (c.model.getMetadata('tags') || []).includes('show-code');
                 const cells = nb.widgets.map((c, i) => [c, i])
-                                .filter(([c]) => c.model.type === 'code' && has(c) === (kind === 'show-code'));
+                                .filter(([c]) => c.model.type === 'code' && has(c) === (kind === 'show-code')
+                                        && (c.model.getMetadata('slideshow') || {}).slide_type !== 'skip');
                 let i = cells[cells.length - 1][1];          // the deck moves by slides: go to the slide's first cell
                 const starts = c => ['slide', 'subslide'].includes((c.model.getMetadata('slideshow') || {}).slide_type);
                 while (i > 0 && !starts(nb.widgets[i])) i--;
