@@ -28,15 +28,18 @@ def test_kernelspec_so_lab_does_not_ask_for_a_kernel(nb):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes"}
+SLIDE_TYPES = {"slide", "subslide", "fragment", "skip", "notes", None}
 
 
-def test_slide_types_both_deck_makers_know(nb):
-    """A cell that continues its slide carries no slide_type: nbconvert reads none as "-", while
-    jupyterlab-slideshow 0.3.4 (live presenting) knows only the five types and shows a "-" cell nowhere."""
+def test_every_cell_has_a_slide_type_both_deck_makers_know(nb):
+    """Every cell says where it goes in a deck. A cell that continues its slide says null: nbconvert
+    reads null as "-", while jupyterlab-slideshow 0.3.4 (live presenting) knows slide, subslide,
+    fragment, notes, skip and null, and shows a "-" cell on no slide at all."""
+    missing = [i for i, c in enumerate(nb["cells"]) if "slide_type" not in c["metadata"].get("slideshow", {})]
+    assert not missing, f"cells without slideshow.slide_type (null continues the slide): {missing}"
     odd = {i: c["metadata"]["slideshow"]["slide_type"] for i, c in enumerate(nb["cells"])
-           if c["metadata"].get("slideshow", {}).get("slide_type", "slide") not in SLIDE_TYPES}
-    assert not odd, f"cells with a slide_type other than {sorted(SLIDE_TYPES)} (or none): {odd}"
+           if c["metadata"]["slideshow"]["slide_type"] not in SLIDE_TYPES}
+    assert not odd, f"cells with a slide_type other than {sorted(map(str, SLIDE_TYPES))}: {odd}"
     assert nb["cells"][0]["metadata"]["slideshow"]["slide_type"] == "slide", "the first cell starts the deck"
 
 
