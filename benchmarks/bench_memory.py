@@ -22,16 +22,12 @@ server's share (one server per student). Memory does not depend on the load, but
 recorded. Writes benchmarks/results/memory.md and memory.json.
 """
 import argparse
-import asyncio
 import datetime
-import http.client
 import json
 import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +42,8 @@ import psutil
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.browser import labdriver  # noqa: E402  (a Jupyter server and its REST and kernel clients)
 OUT = ROOT / "benchmarks" / "results"
 MB = 1e6
 
@@ -177,61 +175,6 @@ def measure_kernel(path, explore=True):
 
 # --- the server ------------------------------------------------------------------------------
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _request(port, token, method, path, body=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
-    conn.request(method, path, None if body is None else json.dumps(body), headers)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    return response.status, data
-
-
-async def _run_cells(port, token, kernel_id, sources, timeout=600):
-    """Each source executed through the kernel websocket, in order (a front end's Run All); the
-    execute_reply statuses."""
-    from tornado.websocket import websocket_connect
-
-    session = uuid.uuid4().hex
-    ws = await websocket_connect(f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels"
-                                 f"?session_id={session}&token={token}", max_message_size=1 << 30)
-    statuses = []
-    try:
-        for source in sources:
-            msg_id = uuid.uuid4().hex
-            await ws.write_message(json.dumps({
-                "header": {"msg_id": msg_id, "session": session, "username": "student", "version": "5.3",
-                           "msg_type": "execute_request", "date": ""},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": source, "silent": False, "store_history": True, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True}}))
-            status, idle = None, False
-            while status is None or not idle:
-                raw = await asyncio.wait_for(ws.read_message(), timeout)
-                if raw is None:
-                    raise RuntimeError("the server closed the kernel websocket")
-                if isinstance(raw, bytes):
-                    offsets = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(2)]
-                    raw = raw[offsets[0]:offsets[1]]
-                msg = json.loads(raw)
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "execute_reply":
-                    status = msg["content"]["status"]
-                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                    idle = True
-            statuses.append(status)
-    finally:
-        ws.close()
-    return statuses
-
-
 def measure_server(python, paths):
     """Peak and final RSS of `jupyter lab` after serving each notebook as a front end would."""
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
@@ -241,58 +184,30 @@ def measure_server(python, paths):
         for name in ("figures",):
             if (ROOT / name).exists():
                 (work / name).symlink_to(ROOT / name)
-        port, token = _free_port(), uuid.uuid4().hex
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         env.update({f"JUPYTER_{d}_DIR": str(work / f"jupyter-{d.lower()}") for d in ("CONFIG", "RUNTIME")})
-        cmd = [python, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={work}"]
-        if os.geteuid() == 0:
-            cmd.append("--allow-root")
-        log = open(work / "server.log", "w")
-        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if _request(port, token, "GET", "/api/status")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("jupyter lab did not start:\n" + (work / "server.log").read_text()[-3000:])
-                time.sleep(0.3)
-            out = {"started_mb": _status_kb(proc.pid, "VmRSS") * 1e3 / MB}
-            assert _request(port, token, "GET", "/lab")[0] == 200
+        with labdriver.server(python, work, env, work / "server.log", token=uuid.uuid4().hex) as server:
+            pid = server.proc.pid
+            out = {"started_mb": _status_kb(pid, "VmRSS") * 1e3 / MB}
+            assert server.request("GET", "/lab")[0] == 200
             for path in paths:
                 rel = f"notebooks/{path.name}"
-                status, body = _request(port, token, "GET", f"/api/contents/{rel}")
-                model = json.loads(body)
-                status, body = _request(port, token, "POST", "/api/sessions", {
-                    "path": rel, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
-                session = json.loads(body)
+                model = json.loads(server.request("GET", f"/api/contents/{rel}")[2])
+                session = json.loads(server.request("POST", "/api/sessions", {
+                    "path": rel, "type": "notebook", "name": "", "kernel": {"name": "python3"}})[2])
                 sources = [c["source"] for c in model["content"]["cells"] if c["cell_type"] == "code"]
-                statuses = asyncio.run(_run_cells(port, token, session["kernel"]["id"], sources))
-                bad = [i for i, s in enumerate(statuses) if s != "ok"]
+                results = server.run_cells(session["kernel"]["id"], sources)
+                bad = [i for i, r in enumerate(results) if r["status"] != "ok"]
                 if bad:
                     print(f"  server run of {path.name}: cells {bad} did not end ok", flush=True)
-                status, _ = _request(port, token, "PUT", f"/api/contents/{rel}",
-                                     {"type": "notebook", "format": "json", "content": model["content"]})
-                _request(port, token, "DELETE", f"/api/sessions/{session['id']}")
-                print(f"  server after {path.name}: {_status_kb(proc.pid, 'VmRSS') / 1e3:.0f} MB", flush=True)
-            out["peak_mb"] = _status_kb(proc.pid, "VmHWM") * 1e3 / MB
-            out["end_mb"] = _status_kb(proc.pid, "VmRSS") * 1e3 / MB
+                server.request("PUT", f"/api/contents/{rel}",
+                               {"type": "notebook", "format": "json", "content": model["content"]})
+                server.request("DELETE", f"/api/sessions/{session['id']}")
+                print(f"  server after {path.name}: {_status_kb(pid, 'VmRSS') / 1e3:.0f} MB", flush=True)
+            out["peak_mb"] = _status_kb(pid, "VmHWM") * 1e3 / MB
+            out["end_mb"] = _status_kb(pid, "VmRSS") * 1e3 / MB
             out["python"] = python
             return out
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            log.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -7,8 +7,8 @@ from that venv, and notebook 00 opened and run through it, as on Binder or a Jup
    `pip install -r binder/requirements.txt`), then `binder/postBuild` (normkit, the server config
    with the start page, the install checks). The venv must end up with the CPU torch, a clean
    `pip check`, and without the test/dev tools (pytest, playwright, ruff, hypothesis, nbval).
-3. `jupyter lab` from that venv, as jupyterhub-singleuser runs it minus the hub's login: `/`
-   redirects to the start page; the page lists the widget, ipympl and slideshow front ends; the
+3. `python -m jupyterlab` from that venv (labdriver.server), as jupyterhub-singleuser runs it minus
+   the hub's login: `/` redirects to the start page; the page lists the widget, ipympl and slideshow front ends; the
    course CSS is served; a kernel session on notebook 00 runs every code cell through the kernel
    websocket, a front end's Run All: no error, normkit imported from the venv, figures drawn.
 
@@ -22,16 +22,11 @@ one difference from the recipe: it changes no installed file, and cut one run fr
 Still the slowest test: 68 s on a quiet 2-core machine (load average 1), 90 s at load 3.5, two
 thirds of it pip.
 """
-import asyncio
-import concurrent.futures
 import glob
-import http.client
 import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -39,6 +34,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.browser import labdriver
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = "notebooks/00_start_here.ipynb"
@@ -73,77 +70,6 @@ def _run(cmd, env, cwd, log):
         done = subprocess.run(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     if done.returncode:
         pytest.fail(f"{cmd} exited with {done.returncode}:\n" + Path(log).read_text()[-4000:])
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, port, token):
-        self.port, self.token = port, token
-
-    def request(self, method, path, body=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        headers = {"Authorization": f"token {self.token}"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, None if body is None else json.dumps(body), headers)
-        response = conn.getresponse()
-        data = response.read()
-        conn.close()
-        return response.status, response.getheader("Location"), data
-
-
-async def _run_cells(port, token, kernel_id, sources, timeout=240):
-    """Execute each source on the kernel through the server's websocket, in order, as Run All does.
-    Returns one dict per source: status, the text it printed, the MIME types it displayed."""
-    from tornado.websocket import websocket_connect     # the server's own dependency, in the test venv too
-
-    session = uuid.uuid4().hex
-    ws = await websocket_connect(f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels"
-                                 f"?session_id={session}&token={token}")
-    results = []
-    try:
-        for source in sources:
-            msg_id = uuid.uuid4().hex
-            await ws.write_message(json.dumps({
-                "header": {"msg_id": msg_id, "session": session, "username": "student", "version": "5.3",
-                           "msg_type": "execute_request", "date": ""},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": source, "silent": False, "store_history": True, "user_expressions": {},
-                            "allow_stdin": False, "stop_on_error": True}}))
-            result = {"status": None, "text": "", "mime": set(), "idle": False}
-            deadline = time.monotonic() + timeout
-            while result["status"] is None or not result["idle"]:
-                raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
-                if raw is None:
-                    raise RuntimeError("the server closed the kernel websocket")
-                if isinstance(raw, bytes):   # a message with binary buffers (widgets): JSON part first
-                    count = int.from_bytes(raw[:4], "big")
-                    offsets = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(count)]
-                    raw = raw[offsets[0]:offsets[1]]
-                msg = json.loads(raw)
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                kind, content = msg["msg_type"], msg["content"]
-                if kind == "stream":
-                    result["text"] += content["text"]
-                elif kind in ("display_data", "execute_result"):
-                    result["mime"] |= set(content["data"])
-                    result["text"] += content["data"].get("text/plain", "") + "\n"
-                elif kind == "error":
-                    result["text"] += "\n".join(content["traceback"])
-                elif kind == "status" and content["execution_state"] == "idle":
-                    result["idle"] = True
-                elif kind == "execute_reply":
-                    result["status"] = content["status"]
-            results.append(result)
-    finally:
-        ws.close()
-    return results
 
 
 def test_binder_requirements_are_the_course_requirements_with_the_cpu_torch_index():
@@ -192,68 +118,43 @@ def test_hub_recipe_installs_in_a_clean_venv_and_serves_a_notebook(tmp_path):
     source = sorted(str(p.relative_to(course / "normkit")) for p in (course / "normkit").rglob("*") if p.is_file())
     assert installed == source, f"not installed: {sorted(set(source) - set(installed))}"   # the fonts too
 
-    port, token = _free_port(), uuid.uuid4().hex
-    cmd = [str(venv / "bin" / "jupyter"), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={course}"]
-    if os.geteuid() == 0:
-        cmd.append("--allow-root")
-    server_log = tmp_path / "server.log"
-    with open(server_log, "w") as out:
-        proc = subprocess.Popen(cmd, env=env, cwd=course, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    server = Server(port, token)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"jupyter lab exited:\n{server_log.read_text()[-3000:]}"
-            try:
-                if server.request("GET", "/api/status")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"no server after 120 s:\n{server_log.read_text()[-3000:]}"
-            time.sleep(0.3)
-        times["server start"] = time.monotonic() - t0 - sum(times.values())
-
-        status, location, _ = server.request("GET", "/")
-        assert status == 302 and location.split("?")[0].endswith(START_URL), (status, location)
-        status, _, page = server.request("GET", START_URL)
-        assert status == 200
-        config = json.loads(re.search(rb'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S)[1])
-        names = {e["name"] for e in config["federated_extensions"]}
-        assert set(FRONT_ENDS) <= names, f"front ends missing from the page: {set(FRONT_ENDS) - names}"
-        if (course / "slides_assets/lab/custom.css").exists():
-            status, _, css = server.request("GET", "/custom/custom.css")
-            assert status == 200 and b"show-code" in css
-
-        status, _, body = server.request("GET", f"/api/contents/{NOTEBOOK}")
-        assert status == 200
-        cells = [c for c in json.loads(body)["content"]["cells"] if c["cell_type"] == "code"]
-        status, _, body = server.request("POST", "/api/sessions", {
-            "path": NOTEBOOK, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
-        assert status == 201, body
-        kernel_id = json.loads(body)["kernel"]["id"]
-        sources = ["import sys; print(sys.prefix)"] + [c["source"] for c in cells]
-        # in a thread of its own: Playwright's sync API (browser tests in the same xdist worker)
-        # leaves an asyncio loop running in this one
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            results = pool.submit(asyncio.run, _run_cells(port, token, kernel_id, sources)).result()
-        times["notebook 00, every cell"] = time.monotonic() - t0 - sum(times.values())
-
-        kernel_prefix = results[0]["text"].strip()                   # the kernel runs in the venv
-        assert os.path.realpath(kernel_prefix) == os.path.realpath(venv), kernel_prefix
-        for cell, result in zip(sources[1:], results[1:]):
-            assert result["status"] == "ok", f"cell failed:\n{cell[:300]}\n---\n{result['text'][-3000:]}"
-        assert "normkit 0.1.0" in results[1]["text"] and "torch 2.13.0" in results[1]["text"], results[1]
-        assert any({"image/png", "application/vnd.jupyter.widget-view+json"} <= r["mime"] for r in results), \
-            "notebook 00 showed no figure with its sliders"
+        with labdriver.server(python, course, env, tmp_path / "server.log", token=uuid.uuid4().hex) as server:
+            times["server start"] = time.monotonic() - t0 - sum(times.values())
+            _open_notebook_00(server, venv, times, t0)
     finally:
-        proc.send_signal(signal.SIGTERM)            # the server shuts its kernels down on SIGTERM
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
         shutil.rmtree(venv, ignore_errors=True)     # 1.5 GB; pytest keeps the last runs' temp folders
     print("  ".join(f"{k}: {v:.1f} s" for k, v in times.items()))
+
+
+def _open_notebook_00(server, venv, times, t0):
+    """What a student's first click does: the start page, the front ends, the course CSS, Run All."""
+    status, location, _ = server.request("GET", "/")
+    assert status == 302 and location.split("?")[0].endswith(START_URL), (status, location)
+    status, _, page = server.request("GET", START_URL)
+    assert status == 200
+    config = json.loads(re.search(rb'id="jupyter-config-data"[^>]*>(.*?)</script>', page, re.S)[1])
+    names = {e["name"] for e in config["federated_extensions"]}
+    assert set(FRONT_ENDS) <= names, f"front ends missing from the page: {set(FRONT_ENDS) - names}"
+    if (server.root / "slides_assets/lab/custom.css").exists():
+        status, _, css = server.request("GET", "/custom/custom.css")
+        assert status == 200 and b"show-code" in css
+
+    status, _, body = server.request("GET", f"/api/contents/{NOTEBOOK}")
+    assert status == 200
+    cells = [c for c in json.loads(body)["content"]["cells"] if c["cell_type"] == "code"]
+    status, _, body = server.request("POST", "/api/sessions", {
+        "path": NOTEBOOK, "type": "notebook", "name": "", "kernel": {"name": "python3"}})
+    assert status == 201, body
+    kernel_id = json.loads(body)["kernel"]["id"]
+    sources = ["import sys; print(sys.prefix)"] + [c["source"] for c in cells]
+    results = server.run_cells(kernel_id, sources, timeout=240)
+    times["notebook 00, every cell"] = time.monotonic() - t0 - sum(times.values())
+
+    kernel_prefix = results[0]["text"].strip()                   # the kernel runs in the venv
+    assert os.path.realpath(kernel_prefix) == os.path.realpath(venv), kernel_prefix
+    for cell, result in zip(sources[1:], results[1:]):
+        assert result["status"] == "ok", f"cell failed:\n{cell[:300]}\n---\n{result['text'][-3000:]}"
+    assert "normkit 0.1.0" in results[1]["text"] and "torch 2.13.0" in results[1]["text"], results[1]
+    assert any({"image/png", "application/vnd.jupyter.widget-view+json"} <= r["mime"] for r in results), \
+        "notebook 00 showed no figure with its sliders"

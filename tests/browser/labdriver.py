@@ -1,10 +1,14 @@
-"""Drive JupyterLab in Debian's chromium with Playwright: start a server, open a notebook, run it,
-find its sliders and the figure each one drives. Used by tests/browser and benchmarks/bench_latency.py.
+"""Start a Jupyter server and talk to it (REST, Run All through a kernel's websocket); drive JupyterLab
+in Debian's chromium with Playwright: open a notebook, run it, find its sliders and the figure each
+one drives. Used by tests/browser, tests/test_hub.py and benchmarks/bench_latency.py, bench_memory.py.
 
 Playwright's own browser download cannot work offline, so chromium comes from the system
 (`apt-get install -y chromium`); NORMKIT_CHROMIUM=/path/to/chrome points elsewhere.
 """
+import asyncio
+import concurrent.futures
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -13,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,25 +47,129 @@ def launch(playwright):
     return playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class Lab:
-    """A running JupyterLab server on a private copy of notebooks/."""
+class Server:
+    """A running Jupyter server (`server()`): its URL and root, REST requests, Run All over a kernel."""
 
-    def __init__(self, url, root, proc, log):
-        self.url, self.root, self.proc, self.log = url, root, proc, log
+    def __init__(self, port, token, root, proc, log):
+        self.port, self.token, self.root, self.proc, self.log = port, token, Path(root), proc, log
+        self.url = f"http://127.0.0.1:{port}"
 
     def log_tail(self, n=40):
         return "\n".join(Path(self.log).read_text(errors="replace").splitlines()[-n:])
 
+    def request(self, method, path, body=None, timeout=120):
+        """(status, Location header, body bytes) of one REST request."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Authorization": f"token {self.token}"} if self.token else {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, None if body is None else json.dumps(body), headers)
+            response = conn.getresponse()
+            return response.status, response.getheader("Location"), response.read()
+        finally:
+            conn.close()
+
+    def run_cells(self, kernel_id, sources, timeout=600):
+        """Execute each source on the kernel through the server's websocket, in order, as a front end's
+        Run All does. One dict per source: its status, the text it printed, the MIME types it showed.
+        Runs in a thread of its own: Playwright's sync API leaves an asyncio loop running in its thread."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self._run_cells(kernel_id, sources, timeout)).result()
+
+    async def _run_cells(self, kernel_id, sources, timeout):
+        from tornado.websocket import websocket_connect     # the server's own dependency
+
+        session = uuid.uuid4().hex
+        ws = await websocket_connect(f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
+                                     f"?session_id={session}&token={self.token}", max_message_size=1 << 30)
+        results = []
+        try:
+            for source in sources:
+                msg_id = uuid.uuid4().hex
+                await ws.write_message(json.dumps({
+                    "header": {"msg_id": msg_id, "session": session, "username": "student", "version": "5.3",
+                               "msg_type": "execute_request", "date": ""},
+                    "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+                    "content": {"code": source, "silent": False, "store_history": True, "user_expressions": {},
+                                "allow_stdin": False, "stop_on_error": True}}))
+                result = {"status": None, "text": "", "mime": set(), "idle": False}
+                deadline = time.monotonic() + timeout
+                while result["status"] is None or not result["idle"]:
+                    raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+                    if raw is None:
+                        raise RuntimeError("the server closed the kernel websocket")
+                    if isinstance(raw, bytes):   # a message with binary buffers (widgets): JSON part first
+                        count = int.from_bytes(raw[:4], "big")
+                        offsets = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(count)]
+                        raw = raw[offsets[0]:offsets[1]]
+                    msg = json.loads(raw)
+                    if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                        continue
+                    kind, content = msg["msg_type"], msg["content"]
+                    if kind == "stream":
+                        result["text"] += content["text"]
+                    elif kind in ("display_data", "execute_result"):
+                        result["mime"] |= set(content["data"])
+                        result["text"] += content["data"].get("text/plain", "") + "\n"
+                    elif kind == "error":
+                        result["text"] += "\n".join(content["traceback"])
+                    elif kind == "status" and content["execution_state"] == "idle":
+                        result["idle"] = True
+                    elif kind == "execute_reply":
+                        result["status"] = content["status"]
+                results.append(result)
+        finally:
+            ws.close()
+        return results
+
+
+@contextlib.contextmanager
+def server(python, root, env, log, token="", args=(), timeout=120):
+    """`python -m jupyterlab` (the server a hub's single-user image runs) on a free port, serving
+    `root`; yields a Server once its API answers, and stops it (with its kernels) on exit."""
+    port = free_port()
+    cmd = [str(python), "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root}", *args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
+                                start_new_session=True)
+    srv = Server(port, token, root, proc, log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{srv.log_tail()}")
+            try:
+                if srv.request("GET", "/api/status", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not answer within {timeout} s:\n{srv.log_tail()}")
+            time.sleep(0.3)
+        yield srv
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
 
 @contextlib.contextmanager
 def jupyterlab(workdir, timeout=120):
-    """Start `jupyter lab` on a free port with temporary settings, on a copy of the repository.
+    """JupyterLab for the browser tests: `server()` on a copy of the repository, temporary settings.
 
     The copy: notebooks/ copied, the other top-level folders (figures/, ...) linked, so a notebook
     that reads ../figures/x.png works and the repository's notebooks are never modified.
@@ -82,40 +190,9 @@ def jupyterlab(workdir, timeout=120):
                JUPYTERLAB_WORKSPACES_DIR=str(workdir / "lab-workspaces"),
                JUPYTER_RUNTIME_DIR=str(workdir / "runtime"), PYTHONUNBUFFERED="1")
     env.pop("MPLBACKEND", None)           # kernels get the inline backend, as for a student
-    port = _free_port()
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--IdentityProvider.token=",
-           "--ServerApp.password=", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.root_dir={root}",
-           "--LabApp.expose_app_in_browser=True"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")
-    log = workdir / "jupyterlab.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
-                                start_new_session=True)
-    lab = Lab(f"http://127.0.0.1:{port}", root, proc, log)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{lab.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{lab.url}/api/status", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter lab did not answer within {timeout} s:\n{lab.log_tail()}")
-            time.sleep(0.3)
+    with server(sys.executable, root, env, workdir / "jupyterlab.log", timeout=timeout,
+                args=["--ServerApp.password=", "--LabApp.expose_app_in_browser=True"]) as lab:
         yield lab
-    finally:
-        proc.send_signal(signal.SIGTERM)  # the server shuts its kernels down on SIGTERM
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # --- in the page ----------------------------------------------------------------------------
