@@ -77,6 +77,14 @@ def assert_checker_verdicts(checker, right, wrong, capsys):
     assert result._ipython_display_() is None
 
 
+
+def assert_stub_is_a_cross(checker, capsys):
+    """The student's cell is the answer key's with `...  # your code here`: a function that returns
+    None gets the checker's ✗ "… got None" line and a falsy result, not a report of an exception."""
+    assert not checker(lambda *args: None)
+    out = capsys.readouterr().out
+    assert out.startswith("✗ ") and "got None" in out and "raised" not in out
+
 @pytest.fixture(autouse=True)
 def _seed():
     """Every test starts from the same global RNG state (dropout/noise tests reseed anyway)."""
